@@ -1,0 +1,291 @@
+//! Typed TOML config: defaults, loading and `validate()`.
+//!
+//! The key names are a public contract (see `configs/baton.toml`, which shows every
+//! key with a comment). Durations carry their unit in the key name (`_ms`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::credentials::PasswordHash;
+use crate::error::ControlError;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub topology: TopologyConfig,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// `[server]`: listeners and data-path limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// MySQL protocol listener for applications.
+    pub listen: String,
+    /// Admin HTTP listener (loopback by default).
+    pub admin_listen: String,
+    /// Client sessions beyond this get ERR 1040 (08004) at connect.
+    pub max_connections: usize,
+    /// A client that has not finished the handshake by then is dropped.
+    pub handshake_timeout_ms: u64,
+    /// Connecting and logging in to a backend must finish within this.
+    pub backend_connect_timeout_ms: u64,
+    /// Largest client packet accepted (bytes); larger gets ERR 1153 (08S01).
+    pub max_allowed_packet: usize,
+    /// On SIGTERM, sessions get this long to finish before they are closed.
+    pub shutdown_grace_ms: u64,
+    /// The version string baton's greeting announces to clients.
+    pub server_version: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:6033".into(),
+            admin_listen: "127.0.0.1:6034".into(),
+            max_connections: 4096,
+            handshake_timeout_ms: 10_000,
+            backend_connect_timeout_ms: 5_000,
+            max_allowed_packet: 16 * 1024 * 1024,
+            shutdown_grace_ms: 30_000,
+            server_version: "5.5.5-10.11.0-MariaDB-baton".into(),
+        }
+    }
+}
+
+/// `[topology]`: where the cluster records (primary, term) live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    /// "file" (the embedded default). "etcd" is planned.
+    pub store: String,
+    /// The file store's JSON file; relative paths are relative to the working directory.
+    pub path: PathBuf,
+    /// How often the file store re-reads the file for changes made by another process.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            store: "file".into(),
+            path: PathBuf::from("var/topology.json"),
+            poll_interval_ms: 500,
+        }
+    }
+}
+
+/// `[[users]]`: who may connect, and to which cluster.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plaintext password (convenient for development; prefer `password_hash`).
+    pub password: Option<String>,
+    /// MySQL hash: `*` + hex SHA1(SHA1(password)), as `SELECT PASSWORD('..')` prints it.
+    pub password_hash: Option<String>,
+    /// Cluster this user's sessions go to; default: the first `[[clusters]]`.
+    pub cluster: Option<String>,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig").field("name", &self.name).field("cluster", &self.cluster).finish()
+    }
+}
+
+impl UserConfig {
+    /// The stage-2 hash, from whichever of the two keys is set.
+    pub fn hash(&self) -> Result<PasswordHash, String> {
+        match (&self.password, &self.password_hash) {
+            (Some(p), None) => Ok(PasswordHash::from_plain(p)),
+            (None, Some(h)) => PasswordHash::parse(h),
+            (Some(_), Some(_)) => Err("set only one of password and password_hash".into()),
+            (None, None) => Err("set password or password_hash".into()),
+        }
+    }
+}
+
+/// `[[clusters]]`: one replicated MariaDB/MySQL cluster.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub servers: Vec<String>,
+    /// The primary used when the topology store has no record for this cluster yet.
+    pub primary: String,
+    /// The account the control plane logs in with (needs SUPER / READ ONLY ADMIN).
+    #[serde(default)]
+    pub admin_user: Option<String>,
+    #[serde(default)]
+    pub admin_password: Option<String>,
+    /// Alternative to `admin_password`: a file holding it (first line).
+    #[serde(default)]
+    pub admin_password_file: Option<PathBuf>,
+    /// "none" or "semi_sync".
+    #[serde(default = "default_durability")]
+    pub durability: String,
+}
+
+fn default_durability() -> String {
+    "none".into()
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("name", &self.name)
+            .field("servers", &self.servers)
+            .field("primary", &self.primary)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ControlError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ControlError::ConfigRead { path: path.to_path_buf(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ControlError::ConfigInvalid(message) => {
+                ControlError::ConfigParse { path: path.to_path_buf(), message }
+            }
+            other => other,
+        })
+    }
+
+    /// Parse and validate config text.
+    pub fn parse(text: &str) -> Result<Config, ControlError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ControlError::ConfigInvalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every check that can be made without touching the network.
+    pub fn validate(&self) -> Result<(), ControlError> {
+        let bad = |m: String| Err(ControlError::ConfigInvalid(m));
+        for (key, addr) in [("server.listen", &self.server.listen), ("server.admin_listen", &self.server.admin_listen)] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return bad(format!("{key} = {addr:?} is not an IP:port address"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections must be at least 1".into());
+        }
+        if self.server.max_allowed_packet < 1024 || self.server.max_allowed_packet > 1 << 30 {
+            return bad("server.max_allowed_packet must be between 1024 and 1073741824".into());
+        }
+        if self.topology.store != "file" {
+            return bad(format!(
+                "topology.store = {:?} is not supported (supported: \"file\")",
+                self.topology.store
+            ));
+        }
+        if self.clusters.is_empty() {
+            return bad("at least one [[clusters]] is required".into());
+        }
+        let mut names = HashSet::new();
+        for c in &self.clusters {
+            if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                return bad(format!("cluster name {:?} must be non-empty [A-Za-z0-9_-]", c.name));
+            }
+            if !names.insert(c.name.clone()) {
+                return bad(format!("cluster {:?} is defined twice", c.name));
+            }
+            if c.servers.is_empty() {
+                return bad(format!("cluster {:?} has no servers", c.name));
+            }
+            for s in &c.servers {
+                if s.parse::<SocketAddr>().is_err() {
+                    return bad(format!("cluster {:?}: server {s:?} is not an IP:port address", c.name));
+                }
+            }
+            if !c.servers.contains(&c.primary) {
+                return bad(format!("cluster {:?}: primary {:?} is not one of its servers", c.name, c.primary));
+            }
+            if c.durability != "none" && c.durability != "semi_sync" {
+                return bad(format!(
+                    "cluster {:?}: durability = {:?} (expected \"none\" or \"semi_sync\")",
+                    c.name, c.durability
+                ));
+            }
+            if c.admin_password.is_some() && c.admin_password_file.is_some() {
+                return bad(format!("cluster {:?}: set only one of admin_password and admin_password_file", c.name));
+            }
+        }
+        let mut users = HashSet::new();
+        for u in &self.users {
+            if u.name.is_empty() {
+                return bad("a [[users]] entry has an empty name".into());
+            }
+            if !users.insert(u.name.clone()) {
+                return bad(format!("user {:?} is defined twice", u.name));
+            }
+            if let Err(e) = u.hash() {
+                return bad(format!("user {:?}: {e}", u.name));
+            }
+            if let Some(c) = &u.cluster {
+                if !names.contains(c) {
+                    return bad(format!("user {:?}: unknown cluster {c:?}", u.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster a user's sessions are routed to.
+    pub fn cluster_of<'a>(&'a self, user: &'a UserConfig) -> &'a str {
+        user.cluster.as_deref().unwrap_or(&self.clusters[0].name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:6033"
+[[users]]
+name = "app"
+password_hash = "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
+[[clusters]]
+name = "main"
+servers = ["127.0.0.1:3306", "127.0.0.1:3307"]
+primary = "127.0.0.1:3306"
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.server.admin_listen, "127.0.0.1:6034");
+        assert_eq!(c.topology.store, "file");
+        assert_eq!(c.cluster_of(&c.users[0]), "main");
+    }
+
+    #[test]
+    fn bad_configs_say_why() {
+        let cases = [
+            (GOOD.replace("127.0.0.1:6033", "nonsense"), "server.listen"),
+            (GOOD.replace("primary = \"127.0.0.1:3306\"", "primary = \"127.0.0.1:9\""), "not one of its servers"),
+            (GOOD.replace("password_hash = \"*5BCB", "password_hash = \"5BCB"), "must start with '*'"),
+            (GOOD.replace("[server]", "[server]\nbogus = 1"), "unknown field"),
+            (GOOD.replace("name = \"main\"", "name = \"\""), "cluster name"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The control plane's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong loading config or reading/writing the topology.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot read config {path}: {source}")]
+    ConfigRead { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    ConfigParse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    ConfigInvalid(String),
+    #[error("topology store {path}: {source}")]
+    StoreIo { path: PathBuf, source: std::io::Error },
+    #[error("topology store {path} is corrupt: {message}")]
+    StoreCorrupt { path: PathBuf, message: String },
+    #[error("unknown cluster {0:?}")]
+    UnknownCluster(String),
+    #[error("stale topology write for cluster {cluster}: term {attempted} is not newer than {current}")]
+    StaleTerm { cluster: String, attempted: u64, current: u64 },
+}
