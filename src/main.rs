@@ -1,1 +1,70 @@
-fn main(){}
+//! The `baton` command line: run the proxy, or check a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "A MySQL-protocol proxy that holds writes through a primary change")]
+struct Cli {
+    /// Run the proxy with this config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate this config file and exit (non-zero with the reason if it is bad).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(path) = cli.check_config {
+        return match baton_control::Config::load(&path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("baton: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let Some(path) = cli.config else {
+        eprintln!("baton: give --config FILE to run, or --check-config FILE to validate (see --help)");
+        return ExitCode::from(2);
+    };
+    let config = match baton_control::Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("baton: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(async move {
+        let running = match baton::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("baton: {e:#}");
+                return ExitCode::from(1);
+            }
+        };
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let grace = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining sessions"); None }
+            _ = int.recv() => { tracing::info!("SIGINT: closing now"); Some(Duration::ZERO) }
+        };
+        running.shutdown(grace).await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,1 +1,29 @@
-//! placeholder
+//! baton's data path: a protocol-aware MySQL relay.
+//!
+//! # Layout (outside in)
+//! - [`listener`]: accept, connection cap, handshake timeout, shutdown.
+//! - [`handshake`] + [`auth`]: the connection phase and mysql_native_password.
+//! - [`session`]: the command loop and its [`state`] (transaction, schema,
+//!   variables, prepared statements owned by baton).
+//! - [`relay`]: which backend packets form a response; relayed as bytes.
+//! - [`backend`]: logging in to the primary as the client's user.
+//! - [`packet`] (framing) and [`proto`] (the few packets baton reads or writes).
+//! - [`context`]: what sessions share, including the watched topology.
+//! - [`gtid`]: GTIDs acknowledged to clients, per cluster.
+//! - [`error`]: the data path's errors and every error baton sends a client.
+
+pub mod auth;
+pub mod backend;
+pub mod context;
+pub mod error;
+pub mod gtid;
+pub mod handshake;
+pub mod listener;
+pub mod packet;
+pub mod proto;
+pub mod relay;
+pub mod session;
+pub mod state;
+
+pub use context::ProxyContext;
+pub use listener::{serve, Shutdown};

@@ -1,0 +1,83 @@
+//! What every session shares: settings, users, the watched topology and the
+//! per-cluster runtime state. Passed as a handle (`Arc<ProxyContext>`), never global.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_control::config::Config;
+use baton_control::credentials::PasswordHash;
+use baton_control::Topology;
+use tokio::sync::watch;
+
+use crate::gtid::AckedGtids;
+
+/// A user allowed to connect.
+#[derive(Debug, Clone)]
+pub struct UserEntry {
+    pub hash: PasswordHash,
+    pub cluster: String,
+}
+
+/// Per-cluster state the data path keeps.
+#[derive(Debug, Default)]
+pub struct ClusterRuntime {
+    /// GTIDs of the writes baton acknowledged to clients on this cluster.
+    pub acked: AckedGtids,
+}
+
+/// Data-path limits, from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub backend_connect_timeout: Duration,
+    pub max_allowed_packet: usize,
+    pub server_version: String,
+}
+
+/// Shared by all sessions.
+pub struct ProxyContext {
+    pub limits: Limits,
+    pub users: HashMap<String, UserEntry>,
+    pub topology: watch::Receiver<Arc<Topology>>,
+    pub clusters: HashMap<String, Arc<ClusterRuntime>>,
+    next_conn_id: AtomicU32,
+}
+
+impl ProxyContext {
+    /// Build from a validated config and the topology watch.
+    pub fn new(config: &Config, topology: watch::Receiver<Arc<Topology>>) -> Self {
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                let hash = u.hash().expect("validated config");
+                (u.name.clone(), UserEntry { hash, cluster: config.cluster_of(u).to_string() })
+            })
+            .collect();
+        let clusters = config.clusters.iter().map(|c| (c.name.clone(), Arc::default())).collect();
+        let s = &config.server;
+        ProxyContext {
+            limits: Limits {
+                handshake_timeout: Duration::from_millis(s.handshake_timeout_ms),
+                backend_connect_timeout: Duration::from_millis(s.backend_connect_timeout_ms),
+                max_allowed_packet: s.max_allowed_packet,
+                server_version: s.server_version.clone(),
+            },
+            users,
+            topology,
+            clusters,
+            next_conn_id: AtomicU32::new(1),
+        }
+    }
+
+    pub fn next_connection_id(&self) -> u32 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The primary the topology names for `cluster` now.
+    pub fn primary_of(&self, cluster: &str) -> Option<String> {
+        self.topology.borrow().cluster(cluster).map(|c| c.primary.clone())
+    }
+}

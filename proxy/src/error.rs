@@ -1,0 +1,104 @@
+//! The data path's error type, and every error baton itself sends to a client.
+//!
+//! Rule: an I/O error or a lost backend closes the client session; everything else
+//! becomes an ERR packet and the session lives on. Backend errors are never made
+//! here: they are relayed with their own code and SQLSTATE.
+
+use std::io;
+
+/// A MySQL error as the client sees it: code, SQLSTATE, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlError {
+    pub code: u16,
+    pub state: &'static str,
+    pub message: String,
+}
+
+impl MysqlError {
+    fn new(code: u16, state: &'static str, message: impl Into<String>) -> Self {
+        MysqlError { code, state, message: message.into() }
+    }
+
+    /// 1045 (28000): unknown user or wrong password.
+    pub fn access_denied(user: &str, host: &str, using_password: bool) -> Self {
+        let yn = if using_password { "YES" } else { "NO" };
+        Self::new(1045, "28000", format!("Access denied for user '{user}'@'{host}' (using password: {yn})"))
+    }
+    /// 1040 (08004): the connection limit is reached.
+    pub fn too_many_connections() -> Self {
+        Self::new(1040, "08004", "Too many connections")
+    }
+    /// 1043 (08S01): the handshake response could not be understood.
+    pub fn bad_handshake(why: &str) -> Self {
+        Self::new(1043, "08S01", format!("Bad handshake: {why}"))
+    }
+    /// 1047 (08S01): a command baton does not relay.
+    pub fn unknown_command(cmd: u8) -> Self {
+        Self::new(1047, "08S01", format!("Unknown command 0x{cmd:02x}: not supported through baton"))
+    }
+    /// 1153 (08S01): a client packet larger than `max_allowed_packet`.
+    pub fn packet_too_large() -> Self {
+        Self::new(1153, "08S01", "Got a packet bigger than 'max_allowed_packet' bytes")
+    }
+    /// 1156 (08S01): a packet with an unexpected sequence id.
+    pub fn packets_out_of_order() -> Self {
+        Self::new(1156, "08S01", "Got packets out of order")
+    }
+    /// 1835 (HY000): a command packet too short or inconsistent to be valid.
+    pub fn malformed_packet(what: &str) -> Self {
+        Self::new(1835, "HY000", format!("Malformed communication packet: {what}"))
+    }
+    /// 1243 (HY000): a prepared statement id this session does not own.
+    pub fn unknown_statement(id: u32, cmd: &str) -> Self {
+        Self::new(1243, "HY000", format!("Unknown prepared statement handler ({id}) given to {cmd}"))
+    }
+    /// 1251 (08004): the client cannot speak protocol 4.1 / the auth baton needs.
+    pub fn unsupported_client(why: &str) -> Self {
+        Self::new(1251, "08004", format!("Client does not support authentication protocol requested by server; {why}"))
+    }
+    /// 2003 (HY000): the cluster's primary cannot be reached.
+    pub fn backend_unavailable(cluster: &str, addr: &str, why: &str) -> Self {
+        Self::new(2003, "HY000", format!("baton: cannot connect to primary {addr} of cluster {cluster}: {why}"))
+    }
+    /// 2013 (HY000): the backend connection was lost mid-command.
+    pub fn backend_lost(why: &str) -> Self {
+        Self::new(2013, "HY000", format!("baton: lost connection to the backend during query: {why}"))
+    }
+    /// 1053 (08S01): baton is shutting down.
+    pub fn shutdown() -> Self {
+        Self::new(1053, "08S01", "Server shutdown in progress")
+    }
+}
+
+impl std::fmt::Display for MysqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ERROR {} ({}): {}", self.code, self.state, self.message)
+    }
+}
+
+/// Errors of the data path.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The peer went away or the socket failed: close the session.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// A protocol violation that ends the session after telling the client why.
+    #[error("{0}")]
+    Fatal(MysqlError),
+    /// The backend failed in a way that ends the session (after telling the client).
+    #[error("backend: {0}")]
+    BackendLost(String),
+}
+
+impl ProxyError {
+    /// The ERR packet, if any, the client should get before the session closes.
+    pub fn client_error(&self) -> Option<MysqlError> {
+        match self {
+            ProxyError::Io(_) => None,
+            ProxyError::Fatal(e) => Some(e.clone()),
+            ProxyError::BackendLost(why) => Some(MysqlError::backend_lost(why)),
+        }
+    }
+}
+
+pub type Result<T, E = ProxyError> = std::result::Result<T, E>;

@@ -1,0 +1,111 @@
+//! The MySQL listener: accepts clients, caps their number, runs the handshake
+//! under a timeout, then hands each one to its [`Session`].
+//!
+//! Shutdown: `stop_accepting` ends the accept loop; `close_sessions` (fired after
+//! the grace period) makes every idle session send ERR 1053 and close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::context::ProxyContext;
+use crate::error::{MysqlError, ProxyError};
+use crate::handshake;
+use crate::packet::PacketIo;
+use crate::proto;
+use crate::session::Session;
+
+/// Shutdown signals and the set of running sessions.
+#[derive(Clone)]
+pub struct Shutdown {
+    pub stop_accepting: CancellationToken,
+    pub close_sessions: CancellationToken,
+    pub sessions: TaskTracker,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            stop_accepting: CancellationToken::new(),
+            close_sessions: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        }
+    }
+}
+
+/// Accept clients until `shutdown.stop_accepting` is cancelled.
+pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connections: usize, shutdown: Shutdown) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.stop_accepting.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let close = shutdown.close_sessions.clone();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            shutdown.sessions.spawn(async move {
+                let mut io = PacketIo::new(stream);
+                let _ = io.send(0, &proto::err_payload(&MysqlError::too_many_connections())).await;
+            });
+            continue;
+        };
+        let conn_id = ctx.next_connection_id();
+        let span = tracing::info_span!("conn", id = conn_id, client = %peer);
+        shutdown.sessions.spawn(
+            async move {
+                handle(stream, peer, ctx, conn_id, close).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    shutdown.sessions.close();
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, conn_id: u32, close: CancellationToken) {
+    let mut io = PacketIo::new(stream);
+    let hello = tokio::time::timeout(ctx.limits.handshake_timeout, handshake::accept(&mut io, &ctx, conn_id, peer)).await;
+    let hello = match hello {
+        Err(_) => {
+            tracing::debug!("handshake timed out");
+            let e = MysqlError::bad_handshake("handshake timed out");
+            let _ = io.send(2, &proto::err_payload(&e)).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            if let Some(err) = e.client_error() {
+                tracing::debug!(error = %err, "handshake refused");
+                let _ = io.send(2, &proto::err_payload(&err)).await;
+            }
+            return;
+        }
+        Ok(Ok(h)) => h,
+    };
+    let session = match Session::establish(ctx, io, peer, hello).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "client left during login");
+            return;
+        }
+    };
+    match session.run(close).await {
+        Ok(()) => tracing::debug!("session ended"),
+        Err(ProxyError::Io(e)) => tracing::debug!(error = %e, "client gone"),
+        Err(e) => tracing::info!(error = %e, "session closed"),
+    }
+}

@@ -1,0 +1,87 @@
+//! baton: wiring of the data path ([`baton_proxy`]) and the control plane
+//! ([`baton_control`]) into one process, plus the admin HTTP port.
+//!
+//! [`start`] binds both listeners and returns a [`Running`] handle; `main.rs` only
+//! parses the command line and turns signals into [`Running::shutdown`] calls.
+//! Tests start baton in-process the same way, on port 0.
+
+pub mod admin;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use baton_control::{Config, FileStore};
+use baton_proxy::{ProxyContext, Shutdown};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A running baton.
+pub struct Running {
+    /// Where applications connect (MySQL protocol).
+    pub mysql_addr: SocketAddr,
+    /// The admin HTTP port.
+    pub admin_addr: SocketAddr,
+    /// The topology store (for the control plane and tests).
+    pub store: FileStore,
+    /// Shared data-path state.
+    pub proxy: Arc<ProxyContext>,
+    shutdown: Shutdown,
+    background: CancellationToken,
+    grace: Duration,
+}
+
+/// Bind the listeners and start serving.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let store = FileStore::open(&config.topology.path, &config.clusters).context("opening the topology store")?;
+    let background = CancellationToken::new();
+    {
+        let stop = background.clone();
+        let poll = Duration::from_millis(config.topology.poll_interval_ms);
+        tokio::spawn(store.clone().poll(poll, async move { stop.cancelled().await }));
+    }
+    let proxy = Arc::new(ProxyContext::new(&config, store.watch()));
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+    let admin = TcpListener::bind(&config.server.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.admin_listen)", config.server.admin_listen))?;
+    let mysql_addr = listener.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let shutdown = Shutdown::default();
+    tokio::spawn(baton_proxy::serve(listener, proxy.clone(), config.server.max_connections, shutdown.clone()));
+    tokio::spawn(admin::serve(admin, admin::AdminState { store: store.clone() }, background.clone()));
+    tracing::info!(%mysql_addr, %admin_addr, "baton serving");
+    Ok(Running {
+        mysql_addr,
+        admin_addr,
+        store,
+        proxy,
+        shutdown,
+        background,
+        grace: Duration::from_millis(config.server.shutdown_grace_ms),
+    })
+}
+
+impl Running {
+    /// Stop accepting, give sessions `grace` to finish, then close the rest with
+    /// ERR 1053. Returns once every session has ended.
+    pub async fn shutdown(self, grace: Option<Duration>) {
+        let grace = grace.unwrap_or(self.grace);
+        self.shutdown.stop_accepting.cancel();
+        self.shutdown.sessions.close();
+        if tokio::time::timeout(grace, self.shutdown.sessions.wait()).await.is_err() {
+            tracing::info!(open = self.shutdown.sessions.len(), "grace period over; closing sessions");
+            self.shutdown.close_sessions.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.shutdown.sessions.wait()).await;
+        }
+        self.background.cancel();
+    }
+
+    /// Number of client sessions open now.
+    pub fn sessions(&self) -> usize {
+        self.shutdown.sessions.len()
+    }
+}
