@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::BufMut;
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::HandshakePacket;
 use tokio::net::TcpStream;
@@ -38,6 +38,7 @@ pub struct Login<'a> {
     pub db: Option<&'a [u8]>,
     pub collation: u8,
     pub client_caps: CapabilityFlags,
+    pub client_ext_caps: MariadbCapabilities,
 }
 
 /// A logged-in backend session.
@@ -85,7 +86,13 @@ impl Backend {
         resp.put_u32_le(caps.bits());
         resp.put_u32_le(crate::packet::MAX_PAYLOAD as u32 + 1);
         resp.put_u8(login.collation);
-        resp.put_slice(&[0u8; 23]);
+        resp.put_slice(&[0u8; 19]);
+        let ext = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+            0
+        } else {
+            (login.client_ext_caps & hs.mariadb_ext_capabilities()).bits()
+        };
+        resp.put_u32_le(ext);
         resp.put_slice(login.user.as_bytes());
         resp.put_u8(0);
         proto::put_lenenc(&mut resp, proof.len() as u64);

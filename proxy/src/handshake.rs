@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthSwitchRequest, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
@@ -14,7 +14,7 @@ use crate::auth::{self, Stage1, NATIVE_PLUGIN};
 use crate::context::{ProxyContext, UserEntry};
 use crate::error::{MysqlError, ProxyError, Result};
 use crate::packet::PacketIo;
-use crate::proto::server_capabilities;
+use crate::proto::{server_capabilities, server_ext_capabilities};
 
 /// utf8mb4_general_ci, the greeting's default collation.
 pub const DEFAULT_COLLATION: u8 = 45;
@@ -28,6 +28,8 @@ pub struct Hello {
     pub db: Option<Vec<u8>>,
     pub collation: u8,
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities both sides have.
+    pub ext_caps: MariadbCapabilities,
     /// The nonce of the greeting (COM_CHANGE_USER proofs use it too).
     pub nonce: [u8; 20],
     /// Sequence id for the final OK/ERR.
@@ -49,7 +51,8 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
         DEFAULT_COLLATION,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(NATIVE_PLUGIN),
-    );
+    )
+    .with_mariadb_ext_capabilities(server_ext_capabilities());
     let mut buf = Vec::with_capacity(128);
     greeting.serialize(&mut buf);
     io.send(0, &buf).await?;
@@ -57,6 +60,14 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
     let (seq, _, payload) = io.read_logical(64 * 1024).await?;
     if seq != 1 {
         return Err(ProxyError::Fatal(MysqlError::packets_out_of_order()));
+    }
+    // Parse with the capabilities both sides have: some clients set flags (such as
+    // CONNECT_ATTRS) that the server did not offer and then omit the fields.
+    let mut payload = payload.to_vec();
+    if payload.len() >= 4 {
+        let offered = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
+        let effective = offered & (server_capabilities() | CapabilityFlags::CLIENT_SSL).bits();
+        payload[..4].copy_from_slice(&effective.to_le_bytes());
     }
     let resp: HandshakeResponse<'_> = ParseBuf(&payload)
         .parse(())
@@ -69,6 +80,11 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
         return Err(ProxyError::Fatal(MysqlError::unsupported_client("protocol 4.1 is required")));
     }
     let caps = client_caps & server_capabilities();
+    let ext_caps = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+        MariadbCapabilities::empty() // a MySQL client: the field is filler
+    } else {
+        resp.mariadb_ext_capabilities() & server_ext_capabilities()
+    };
     let user = String::from_utf8_lossy(resp.user()).into_owned();
     let db = resp.db_name().filter(|d| !d.is_empty()).map(<[u8]>::to_vec);
     let collation = match resp.collation() {
@@ -95,5 +111,5 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
     let denied = || ProxyError::Fatal(MysqlError::access_denied(&user, &peer.ip().to_string(), !proof.is_empty()));
     let entry = ctx.users.get(&user).ok_or_else(denied)?;
     let stage1 = auth::verify(&entry.hash, &nonce, &proof).ok_or_else(denied)?;
-    Ok(Hello { user: user.clone(), entry: entry.clone(), stage1, db, collation, caps, nonce, next_seq })
+    Ok(Hello { user: user.clone(), entry: entry.clone(), stage1, db, collation, caps, ext_caps, nonce, next_seq })
 }

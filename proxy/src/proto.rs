@@ -5,7 +5,7 @@
 //! never panics (the data path treats every byte as hostile).
 
 use bytes::BufMut;
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::packets::{ErrPacket, ServerError, SqlState};
 use mysql_common::proto::MySerialize;
 
@@ -31,11 +31,11 @@ pub mod cmd {
 }
 
 /// Capabilities baton offers clients. Not offered: SSL, COMPRESS, CONNECT_ATTRS,
-/// progress reports and MariaDB's extended capabilities.
+/// progress reports. CLIENT_LONG_PASSWORD (alias CLIENT_MYSQL) is left out, as
+/// MariaDB servers do, which tells MariaDB clients to read [`server_ext_capabilities`].
 pub fn server_capabilities() -> CapabilityFlags {
     use CapabilityFlags as C;
-    C::CLIENT_LONG_PASSWORD
-        | C::CLIENT_FOUND_ROWS
+    C::CLIENT_FOUND_ROWS
         | C::CLIENT_LONG_FLAG
         | C::CLIENT_CONNECT_WITH_DB
         | C::CLIENT_NO_SCHEMA
@@ -61,7 +61,8 @@ pub fn server_capabilities() -> CapabilityFlags {
 /// are; session tracking is always on (baton needs `last_gtid` and session state).
 pub fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
     use CapabilityFlags as C;
-    let mirrored = C::CLIENT_FOUND_ROWS
+    let mirrored = C::CLIENT_LONG_PASSWORD
+        | C::CLIENT_FOUND_ROWS
         | C::CLIENT_NO_SCHEMA
         | C::CLIENT_ODBC
         | C::CLIENT_LOCAL_FILES
@@ -73,7 +74,6 @@ pub fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
         | C::CLIENT_PS_MULTI_RESULTS
         | C::CLIENT_DEPRECATE_EOF;
     (client & mirrored)
-        | C::CLIENT_LONG_PASSWORD
         | C::CLIENT_LONG_FLAG
         | C::CLIENT_PROTOCOL_41
         | C::CLIENT_TRANSACTIONS
@@ -81,6 +81,13 @@ pub fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
         | C::CLIENT_PLUGIN_AUTH
         | C::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
         | C::CLIENT_SESSION_TRACK
+}
+
+/// MariaDB extended capabilities baton offers: only extended type info (column
+/// definitions carry e.g. `format=json`), which changes nothing baton parses.
+/// Not offered: progress, COM_MULTI, bulk operations, metadata caching.
+pub fn server_ext_capabilities() -> MariadbCapabilities {
+    MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA
 }
 
 pub const SERVER_STATUS_IN_TRANS: u16 = StatusFlags::SERVER_STATUS_IN_TRANS.bits();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::packets::AuthSwitchRequest;
 use mysql_common::proto::MySerialize;
 use tokio::net::TcpStream;
@@ -30,6 +30,7 @@ pub struct Session {
     pub(crate) client: PacketIo<TcpStream>,
     pub(crate) peer: SocketAddr,
     pub(crate) caps: CapabilityFlags,
+    pub(crate) ext_caps: MariadbCapabilities,
     pub(crate) user: String,
     pub(crate) stage1: Stage1,
     pub(crate) nonce: [u8; 20],
@@ -86,6 +87,7 @@ impl Session {
             db: hello.db.as_deref(),
             collation: hello.collation,
             client_caps: hello.caps,
+            client_ext_caps: hello.ext_caps,
         };
         let cluster = hello.entry.cluster.clone();
         let backend = match connect_primary(&ctx, &cluster, &login).await {
@@ -102,6 +104,7 @@ impl Session {
             client,
             peer,
             caps: hello.caps,
+            ext_caps: hello.ext_caps,
             user: hello.user,
             stage1: hello.stage1,
             nonce: hello.nonce,
@@ -376,7 +379,7 @@ impl Session {
             return Err(ProxyError::Io(std::io::ErrorKind::PermissionDenied.into()));
         };
         let db = (!db.is_empty()).then_some(db);
-        let login = Login { user: &user, stage1: &stage1, db: db.as_deref(), collation, client_caps: self.caps };
+        let login = Login { user: &user, stage1: &stage1, db: db.as_deref(), collation, client_caps: self.caps, client_ext_caps: self.ext_caps };
         match connect_primary(&self.ctx, &entry.cluster, &login).await {
             Ok(backend) => {
                 let old = std::mem::replace(&mut self.backend, backend);

@@ -1,1 +1,263 @@
-//! placeholder
+//! Test harness: a real 3-node MariaDB GTID cluster with semi-sync, on free
+//! loopback ports in a temporary directory, reliably torn down.
+//!
+//! Used by the test suite (one cluster shared by all tests, described by the JSON
+//! file named in `BATON_TEST_CLUSTER`) and by `baton-stack up`, the local stack.
+//!
+//! Recipe (see shared/reference/mariadb.md): one `mariadb-install-db`, the data dir
+//! copied per node, `mariadbd` as user mysql with `log_basename` first, accounts
+//! created with `sql_log_bin=0` on every node so GTID state starts equal, every
+//! node started `read_only=ON`, then the primary made writable and the replicas
+//! pointed at it with `MASTER_USE_GTID=slave_pos`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Accounts the harness creates on every node.
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app";
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin";
+pub const REPL_USER: &str = "repl";
+pub const REPL_PASSWORD: &str = "repl";
+
+/// What tests need to know about a running cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub dir: PathBuf,
+    pub servers: Vec<String>,
+    pub sockets: Vec<PathBuf>,
+    pub pids: Vec<u32>,
+    pub primary: String,
+}
+
+impl ClusterInfo {
+    /// The cluster the test command started (`BATON_TEST_CLUSTER`).
+    pub fn from_env() -> ClusterInfo {
+        let path = std::env::var("BATON_TEST_CLUSTER").unwrap_or_else(|_| {
+            panic!("BATON_TEST_CLUSTER is not set: run the tests with scripts/test.sh, which starts the MariaDB cluster")
+        });
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        serde_json::from_str(&text).expect("cluster info JSON")
+    }
+
+    /// The port of server `i`.
+    pub fn port(&self, i: usize) -> u16 {
+        self.servers[i].rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+/// A running cluster; dropping it stops every node.
+pub struct Cluster {
+    pub info: ClusterInfo,
+    children: Vec<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Run SQL on a node as root over its unix socket; returns tab-separated rows.
+pub fn sql(socket: &Path, statement: &str) -> Result<String> {
+    run(Command::new("mariadb").arg("-uroot").arg(format!("--socket={}", socket.display())).args(["-N", "-B", "-e", statement]))
+}
+
+fn my_cnf(node: usize, dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "[mariadbd]
+log_basename=node{node}
+datadir={d}/data
+socket={d}/mysql.sock
+pid-file={d}/mariadbd.pid
+log_error={d}/error.log
+port={port}
+bind-address=127.0.0.1
+server_id={id}
+log_bin
+binlog_format=ROW
+gtid_strict_mode=ON
+log_slave_updates=ON
+skip-name-resolve
+character-set-server=utf8mb4
+collation-server=utf8mb4_general_ci
+innodb_buffer_pool_size=64M
+innodb_log_file_size=48M
+sync_binlog=1
+innodb_flush_log_at_trx_commit=1
+rpl_semi_sync_master_enabled=ON
+rpl_semi_sync_slave_enabled=ON
+rpl_semi_sync_master_wait_no_slave=OFF
+rpl_semi_sync_master_timeout=10000
+read_only=ON
+max_connections=2000
+local_infile=ON
+performance_schema=OFF
+",
+        id = node + 1
+    )
+}
+
+impl Cluster {
+    /// Start `n` nodes under `dir` (a temporary directory if `None`); node 0 is primary.
+    pub fn start(n: usize, dir: Option<PathBuf>) -> Result<Cluster> {
+        let (tmp, dir) = match dir {
+            Some(d) => {
+                if d.exists() {
+                    std::fs::remove_dir_all(&d)?;
+                }
+                std::fs::create_dir_all(&d)?;
+                (None, d)
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("baton-cluster-").tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let dir = dir.canonicalize()?;
+        run(Command::new("chmod").arg("755").arg(&dir))?;
+        let base = dir.join("base");
+        run(Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", base.display()))
+            .args(["--user=mysql", "--auth-root-authentication-method=socket", "--skip-test-db"]))?;
+        let mut children = Vec::new();
+        let mut servers = Vec::new();
+        let mut sockets = Vec::new();
+        let mut pids = Vec::new();
+        for i in 0..n {
+            let nd = dir.join(format!("node{i}"));
+            std::fs::create_dir_all(&nd)?;
+            run(Command::new("cp").arg("-a").arg(&base).arg(nd.join("data")))?;
+            run(Command::new("chown").arg("-R").arg("mysql:mysql").arg(&nd))?;
+            let port = free_port();
+            let cnf = nd.join("my.cnf");
+            std::fs::write(&cnf, my_cnf(i, &nd, port))?;
+            let child = Command::new("mariadbd")
+                .arg(format!("--defaults-file={}", cnf.display()))
+                .arg("--user=mysql")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting mariadbd (is mariadb-server installed?)")?;
+            pids.push(child.id());
+            children.push(child);
+            servers.push(format!("127.0.0.1:{port}"));
+            sockets.push(nd.join("mysql.sock"));
+        }
+        let mut cluster = Cluster {
+            info: ClusterInfo { dir: dir.clone(), servers: servers.clone(), sockets: sockets.clone(), pids, primary: servers[0].clone() },
+            children,
+            _tmp: tmp,
+        };
+        for (i, s) in sockets.iter().enumerate() {
+            cluster.wait_ready(i, s)?;
+            sql(s, &format!(
+                "SET sql_log_bin=0;
+                 CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}';
+                 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, CREATE TEMPORARY TABLES,
+                       LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, EVENT,
+                       TRIGGER, REFERENCES, PROCESS ON *.* TO '{APP_USER}'@'%';
+                 CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{ADMIN_PASSWORD}';
+                 GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION;
+                 CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}';
+                 GRANT REPLICATION SLAVE, REPLICATION SLAVE ADMIN, SLAVE MONITOR ON *.* TO '{REPL_USER}'@'%';
+                 RESET MASTER;"
+            ))?;
+        }
+        let primary_port = servers[0].rsplit(':').next().unwrap().to_string();
+        sql(&sockets[0], "SET GLOBAL read_only=OFF")?;
+        for s in &sockets[1..] {
+            sql(s, &format!(
+                "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary_port}, MASTER_USER='{REPL_USER}',
+                 MASTER_PASSWORD='{REPL_PASSWORD}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
+                 START SLAVE;"
+            ))?;
+        }
+        sql(&sockets[0], "CREATE DATABASE IF NOT EXISTS baton_test; CREATE DATABASE IF NOT EXISTS sbtest;")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for s in &sockets[1..] {
+            loop {
+                let out = sql(s, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='sbtest'")?;
+                if out.trim() == "1" {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("replica {} did not replicate within 30 s: {}", s.display(), sql(s, "SHOW SLAVE STATUS\\G")?);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
+    }
+
+    fn wait_ready(&mut self, i: usize, socket: &Path) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if sql(socket, "SELECT 1").is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.children[i].try_wait() {
+                let log = std::fs::read_to_string(socket.with_file_name("error.log")).unwrap_or_default();
+                bail!("mariadbd node{i} exited ({status}):\n{log}");
+            }
+            if Instant::now() > deadline {
+                bail!("mariadbd node{i} not ready within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Write the cluster description for tests.
+    pub fn write_info(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.info)?)?;
+        std::fs::rename(tmp, path)?;
+        Ok(())
+    }
+
+    /// Stop every node (SIGTERM, then SIGKILL after 20 s).
+    pub fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for c in &mut self.children {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,126 @@
+//! `baton-stack`: bring up real MariaDB clusters on loopback.
+//!
+//! - `baton-stack cluster --info FILE [--dir DIR]`: a 3-node cluster for the tests;
+//!   writes its description to FILE, runs until SIGTERM/SIGINT, then tears down.
+//! - `baton-stack up --baton PATH [--dir DIR]`: the local stack: the cluster plus
+//!   baton in front of it on the file topology store, until Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use baton_testkit::{Cluster, APP_PASSWORD, APP_USER};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "baton-stack")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A cluster for the test suite.
+    Cluster {
+        #[arg(long)]
+        info: PathBuf,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// The local stack: 3 MariaDB + baton.
+    Up {
+        #[arg(long)]
+        baton: PathBuf,
+        #[arg(long, default_value = "var/stack")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:6033")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:6034")]
+        admin_listen: String,
+    },
+}
+
+fn wait_for_signal() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    });
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Cluster { info, dir, nodes } => {
+            let cluster = Cluster::start(nodes, dir)?;
+            cluster.write_info(&info)?;
+            eprintln!("baton-stack: cluster up: {:?}", cluster.info.servers);
+            wait_for_signal();
+            drop(cluster);
+            Ok(())
+        }
+        Cmd::Up { baton, dir, listen, admin_listen } => {
+            std::fs::create_dir_all(&dir)?;
+            let dir = dir.canonicalize()?;
+            let cluster = Cluster::start(3, Some(dir.join("cluster")))?;
+            let servers = cluster.info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+            let config = format!(
+                "# Written by baton-stack up.\n[server]\nlisten = {listen:?}\nadmin_listen = {admin_listen:?}\n\n\
+                 [topology]\nstore = \"file\"\npath = {topo:?}\n\n\
+                 [[users]]\nname = \"{APP_USER}\"\npassword_hash = {hash:?}\n\n\
+                 [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\n\
+                 admin_user = \"admin\"\nadmin_password_file = {pwfile:?}\ndurability = \"semi_sync\"\n",
+                topo = dir.join("topology.json").display().to_string(),
+                hash = baton_password_hash(APP_PASSWORD),
+                primary = cluster.info.primary,
+                pwfile = dir.join("admin-password").display().to_string(),
+            );
+            std::fs::write(dir.join("admin-password"), "admin\n")?;
+            let _ = std::fs::remove_file(dir.join("topology.json"));
+            let cfg_path = dir.join("baton.toml");
+            std::fs::write(&cfg_path, config)?;
+            let mut child = Command::new(&baton)
+                .arg("--config")
+                .arg(&cfg_path)
+                .stdin(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", baton.display()))?;
+            println!(
+                "baton-stack: up. MariaDB: {servers}\n  config: {}\n  connect: mariadb -h127.0.0.1 -P{} -u{APP_USER} -p{APP_PASSWORD}\n  health: curl http://{admin_listen}/healthz\n  Ctrl-C to stop.",
+                cfg_path.display(),
+                listen.rsplit(':').next().unwrap_or("6033"),
+            );
+            wait_for_signal();
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+            drop(cluster);
+            Ok(())
+        }
+    }
+}
+
+/// `*` + hex SHA1(SHA1(pw)), computed by the server's own PASSWORD() would need a
+/// connection; this is the same formula.
+fn baton_password_hash(pw: &str) -> String {
+    baton_control_hash(pw)
+}
+
+fn baton_control_hash(pw: &str) -> String {
+    use std::fmt::Write;
+    let s1 = sha1_smol(pw.as_bytes());
+    let s2 = sha1_smol(&s1);
+    let mut out = String::from("*");
+    for b in s2 {
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+fn sha1_smol(data: &[u8]) -> [u8; 20] {
+    use sha1::{Digest, Sha1};
+    Sha1::digest(data).into()
+}
