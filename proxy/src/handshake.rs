@@ -57,7 +57,12 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
     greeting.serialize(&mut buf);
     io.send(0, &buf).await?;
 
-    let (seq, _, payload) = io.read_logical(64 * 1024).await?;
+    let (seq, _, payload) = io.read_logical(64 * 1024).await.map_err(|e| match e {
+        ProxyError::Fatal(err) if err.code == 1153 => {
+            ProxyError::Fatal(MysqlError::bad_handshake("handshake response larger than 64 KiB"))
+        }
+        other => other,
+    })?;
     if seq != 1 {
         return Err(ProxyError::Fatal(MysqlError::packets_out_of_order()));
     }
