@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --all-targets
 work=$(mktemp -d /tmp/baton-test.XXXXXX)
+chmod 755 "$work"   # mariadbd runs as user mysql and must reach its data dir
 info="$work/cluster.json"
 target/debug/baton-stack cluster --info "$info" --dir "$work/cluster" > "$work/stack.log" 2>&1 &
 stack=$!

@@ -263,3 +263,59 @@ async fn connection_limit_and_graceful_shutdown() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn other_plugins_are_switched_to_native_password() {
+    let baton = TestBaton::start("").await;
+    let mut r = Raw::connect(baton.port).await;
+    let nonce = r.greeting().await;
+    // A client starting with caching_sha2_password (as MySQL 8 clients do).
+    let mut p = Raw::response(APP_USER, APP_PASSWORD, &nonce);
+    let at = p.len() - b"mysql_native_password\0".len();
+    p.truncate(at - 21);
+    p.push(32);
+    p.extend_from_slice(&[7u8; 32]);
+    p.extend_from_slice(b"caching_sha2_password\0");
+    r.send(1, &p).await;
+    let (seq, switch) = r.read().await.unwrap();
+    assert_eq!((seq, switch[0]), (2, 0xfe), "an auth switch request");
+    assert!(switch.starts_with(b"\xfemysql_native_password\0"));
+    let new_nonce = &switch[23..43];
+    let proof = mysql_common::scramble::scramble_native(new_nonce, APP_PASSWORD.as_bytes()).unwrap();
+    r.send(3, &proof).await;
+    let (seq, ok) = r.read().await.unwrap();
+    assert_eq!((seq, ok[0]), (4, 0x00), "logged in: {ok:?}");
+}
+
+#[tokio::test]
+async fn simple_commands_are_relayed() {
+    let baton = TestBaton::start("").await;
+    let mut r = Raw::login(baton.port).await;
+    r.send(0, &[0x0e]).await; // COM_PING
+    assert_eq!(r.read().await.unwrap().1[0], 0x00);
+    r.send(0, b"\x02baton_test").await; // COM_INIT_DB
+    assert_eq!(r.read().await.unwrap().1[0], 0x00);
+    r.send(0, b"\x02no_such_db").await;
+    assert_eq!(r.expect_err().await, (1049, "42000".into()));
+    r.send(0, &[0x09]).await; // COM_STATISTICS: one text packet
+    let (_, stats) = r.read().await.unwrap();
+    assert!(String::from_utf8_lossy(&stats).contains("Uptime"), "{stats:?}");
+    r.send(0, &[0x1b, 1, 0]).await; // COM_SET_OPTION multi-statements off: EOF
+    assert_eq!(r.read().await.unwrap().1[0], 0xfe);
+    // COM_FIELD_LIST: column definitions, then EOF.
+    let p = r.query_first("CREATE TABLE IF NOT EXISTS fl_t (a INT, b TEXT)").await;
+    assert_eq!(p[0], 0x00);
+    r.send(0, b"\x04fl_t\x00").await;
+    let mut defs = 0;
+    loop {
+        let (_, p) = r.read().await.unwrap();
+        if p[0] == 0xfe && p.len() < 9 {
+            break;
+        }
+        assert_ne!(p[0], 0xff, "field list failed: {p:?}");
+        defs += 1;
+    }
+    assert_eq!(defs, 2);
+    // The session is in sync afterwards.
+    assert_eq!(r.query_first("SELECT 1").await, vec![1]);
+}

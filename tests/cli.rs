@@ -123,3 +123,25 @@ fn check_config_accepts_good_and_refuses_bad() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_data_local_infile_is_relayed() {
+    let baton = TestBaton::start("").await;
+    let port = baton.port;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.tsv");
+    let rows: String = (1..=500).map(|i| format!("{i}\trow {i}\n")).collect();
+    std::fs::write(&file, rows).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let sql = format!(
+            "DROP TABLE IF EXISTS infile_t; CREATE TABLE infile_t (id INT PRIMARY KEY, v VARCHAR(20));
+             LOAD DATA LOCAL INFILE '{}' INTO TABLE infile_t; SELECT COUNT(*), SUM(id) FROM infile_t",
+            file.display()
+        );
+        let (ok, out, err) = mariadb(port, &sql, &["--local-infile=1", "-N"]);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "500\t125250");
+    })
+    .await
+    .unwrap();
+}

@@ -113,6 +113,18 @@ performance_schema=OFF
     )
 }
 
+/// mariadbd runs as user mysql: every ancestor of the data dir must let others pass.
+fn check_reachable_by_mysql(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for a in dir.ancestors() {
+        let mode = std::fs::metadata(a)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            bail!("{} is not searchable by others (mode {:o}); user mysql cannot reach {}", a.display(), mode & 0o777, dir.display());
+        }
+    }
+    Ok(())
+}
+
 impl Cluster {
     /// Start `n` nodes under `dir` (a temporary directory if `None`); node 0 is primary.
     pub fn start(n: usize, dir: Option<PathBuf>) -> Result<Cluster> {
@@ -132,6 +144,7 @@ impl Cluster {
         };
         let dir = dir.canonicalize()?;
         run(Command::new("chmod").arg("755").arg(&dir))?;
+        check_reachable_by_mysql(&dir)?;
         let base = dir.join("base");
         run(Command::new("mariadb-install-db")
             .arg("--no-defaults")

@@ -66,7 +66,9 @@ fn main() -> Result<()> {
         Cmd::Up { baton, dir, listen, admin_listen } => {
             std::fs::create_dir_all(&dir)?;
             let dir = dir.canonicalize()?;
-            let cluster = Cluster::start(3, Some(dir.join("cluster")))?;
+            // The data dirs live under /tmp: mariadbd runs as user mysql, which must be able
+            // to reach them, and the checkout may sit under a private home directory.
+            let cluster = Cluster::start(3, Some(PathBuf::from("/tmp/baton-stack/cluster")))?;
             let servers = cluster.info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
             let config = format!(
                 "# Written by baton-stack up.\n[server]\nlisten = {listen:?}\nadmin_listen = {admin_listen:?}\n\n\
@@ -103,24 +105,10 @@ fn main() -> Result<()> {
     }
 }
 
-/// `*` + hex SHA1(SHA1(pw)), computed by the server's own PASSWORD() would need a
-/// connection; this is the same formula.
+/// MySQL's `*` + hex SHA1(SHA1(pw)), the form `[[users]] password_hash` takes.
 fn baton_password_hash(pw: &str) -> String {
-    baton_control_hash(pw)
-}
-
-fn baton_control_hash(pw: &str) -> String {
-    use std::fmt::Write;
-    let s1 = sha1_smol(pw.as_bytes());
-    let s2 = sha1_smol(&s1);
-    let mut out = String::from("*");
-    for b in s2 {
-        let _ = write!(out, "{b:02X}");
-    }
-    out
-}
-
-fn sha1_smol(data: &[u8]) -> [u8; 20] {
     use sha1::{Digest, Sha1};
-    Sha1::digest(data).into()
+    let stage1: [u8; 20] = Sha1::digest(pw.as_bytes()).into();
+    let stage2: [u8; 20] = Sha1::digest(stage1).into();
+    std::iter::once("*".to_string()).chain(stage2.iter().map(|b| format!("{b:02X}"))).collect()
 }

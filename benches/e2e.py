@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: the same sysbench workloads, in one run, against
+MariaDB directly, through HAProxy (TCP mode) and through baton (release build).
+Prints a markdown table with qps, p95/p99 latency and the ratios baton/direct
+and baton/haproxy, then baton's RSS with 1,000 idle client connections.
+
+Usage (from the repo root): python3 benches/e2e.py [--time 10]
+It installs nothing itself: run scripts/setup.sh first (benches/run.sh does both).
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, deadline=30):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} did not open")
+
+
+def sysbench(port, workload, threads, seconds, extra=()):
+    cmd = ["timeout", str(seconds + 60), "sysbench", workload, "--db-driver=mysql",
+           "--mysql-host=127.0.0.1", f"--mysql-port={port}", "--mysql-user=app",
+           "--mysql-password=app", "--mysql-db=sbtest", "--tables=4", "--table-size=10000",
+           f"--threads={threads}", f"--time={seconds}", "--histogram=on", "--report-interval=0",
+           *extra, "run"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"sysbench failed on port {port}:\n{out.stdout}\n{out.stderr}")
+    text = out.stdout
+    qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", text).group(1))
+    errors = int(re.search(r"ignored errors:\s+(\d+)", text).group(1))
+    hist = []
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d.]+)\s+\|\*+\s+(\d+)$", line)
+        if m:
+            hist.append((float(m.group(1)), int(m.group(2))))
+    total = sum(c for _, c in hist)
+
+    def pct(p):
+        acc = 0
+        for v, c in hist:
+            acc += c
+            if acc >= total * p:
+                return v
+        return float("nan")
+
+    avg = float(re.search(r"avg:\s+([\d.]+)", text).group(1))
+    return {"qps": qps, "p95": pct(0.95), "p99": pct(0.99), "avg": avg, "errors": errors}
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--time", type=int, default=10, help="seconds per sysbench run")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="baton-bench-")
+    procs = []
+
+    def cleanup(*_):
+        for p in reversed(procs):
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=30)
+            except Exception:
+                p.kill()
+
+    try:
+        info_path = os.path.join(work, "cluster.json")
+        procs.append(subprocess.Popen([f"{ROOT}/target/release/baton-stack", "cluster", "--info", info_path,
+                                       "--dir", os.path.join(work, "cluster")], stderr=subprocess.DEVNULL))
+        end = time.time() + 120
+        while not os.path.exists(info_path):
+            if time.time() > end or procs[0].poll() is not None:
+                raise SystemExit("cluster did not start")
+            time.sleep(0.1)
+        info = json.load(open(info_path))
+        primary = info["primary"]
+        direct = int(primary.split(":")[1])
+
+        hp = free_port()
+        with open(os.path.join(work, "haproxy.cfg"), "w") as f:
+            f.write(f"""global
+  maxconn 8192
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen mysql
+  bind 127.0.0.1:{hp}
+  server primary {primary}
+""")
+        procs.append(subprocess.Popen(["haproxy", "-f", os.path.join(work, "haproxy.cfg")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        bp, ap_ = free_port(), free_port()
+        servers = ", ".join(f'"{s}"' for s in info["servers"])
+        with open(os.path.join(work, "baton.toml"), "w") as f:
+            f.write(f"""[server]
+listen = "127.0.0.1:{bp}"
+admin_listen = "127.0.0.1:{ap_}"
+[topology]
+path = "{work}/topology.json"
+[[users]]
+name = "app"
+password_hash = "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
+[[clusters]]
+name = "main"
+servers = [{servers}]
+primary = "{primary}"
+""")
+        baton = subprocess.Popen([f"{ROOT}/target/release/baton", "--config", os.path.join(work, "baton.toml")],
+                                 stderr=subprocess.DEVNULL, env={**os.environ, "BATON_LOG": "warn"})
+        procs.append(baton)
+        wait_port(hp)
+        wait_port(bp)
+
+        subprocess.run(["sysbench", "oltp_read_write", "--db-driver=mysql", "--mysql-host=127.0.0.1",
+                        f"--mysql-port={direct}", "--mysql-user=app", "--mysql-password=app",
+                        "--mysql-db=sbtest", "--tables=4", "--table-size=10000", "prepare"],
+                       check=True, capture_output=True)
+        targets = [("direct", direct), ("haproxy", hp), ("baton", bp)]
+        rows = []
+        for workload, threads in [("oltp_point_select", 1), ("oltp_point_select", 4), ("oltp_point_select", 16),
+                                  ("oltp_read_write", 4), ("oltp_read_write", 16)]:
+            r = {}
+            for name, port in targets:
+                r[name] = sysbench(port, workload, threads, args.time)
+                print(f"  {workload} t={threads} {name}: {r[name]}", file=sys.stderr)
+            rows.append((workload, threads, r))
+
+        print(f"\nsysbench, {args.time} s per run, 4 tables x 10,000 rows, one run each, same machine (2 cores)\n")
+        print("| workload | threads | direct qps | haproxy qps | baton qps | baton/direct | baton/haproxy "
+              "| p95 ms d/h/b | p99 ms d/h/b | avg ms d/h/b | errors b |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for workload, threads, r in rows:
+            d, h, b = r["direct"], r["haproxy"], r["baton"]
+            print(f"| {workload} | {threads} | {d['qps']:.0f} | {h['qps']:.0f} | {b['qps']:.0f} "
+                  f"| {b['qps'] / d['qps']:.2f} | {b['qps'] / h['qps']:.2f} "
+                  f"| {d['p95']:.2f}/{h['p95']:.2f}/{b['p95']:.2f} | {d['p99']:.2f}/{h['p99']:.2f}/{b['p99']:.2f} "
+                  f"| {d['avg']:.3f}/{h['avg']:.3f}/{b['avg']:.3f} | {b['errors']} |")
+
+        # RSS with 1,000 idle client connections (each with its backend session).
+        import pymysql
+        before = rss_kib(baton.pid)
+        conns = [pymysql.connect(host="127.0.0.1", port=bp, user="app", password="app") for _ in range(1000)]
+        time.sleep(0.5)
+        after = rss_kib(baton.pid)
+        for c in conns:
+            c.close()
+        print(f"\nbaton RSS: {before / 1024:.1f} MiB idle, {after / 1024:.1f} MiB with 1,000 idle client "
+              f"connections ({(after - before) / 1000:.1f} KiB per connection incl. its backend session)")
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The benchmark command: install, build release, run benches/e2e.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --bin baton --bin baton-stack
+exec python3 benches/e2e.py "$@"
