@@ -85,6 +85,7 @@ def main():
     ap.add_argument("--time", type=int, default=10, help="seconds per sysbench run")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="baton-bench-")
+    os.chmod(work, 0o755)  # mariadbd runs as user mysql and must reach its data dir
     procs = []
 
     def cleanup(*_):

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --bin baton --bin baton-stack
+cargo build --release -p baton -p baton-testkit --bins
 exec python3 benches/e2e.py "$@"

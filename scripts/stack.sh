@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --bin baton --bin baton-stack
+cargo build --release -p baton -p baton-testkit --bins
 exec target/release/baton-stack up --baton target/release/baton --dir var/stack "$@"

@@ -41,7 +41,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let poll = Duration::from_millis(config.topology.poll_interval_ms);
         tokio::spawn(store.clone().poll(poll, async move { stop.cancelled().await }));
     }
-    let proxy = Arc::new(ProxyContext::new(&config, store.watch()));
+    let clusters = baton_control::cluster::registry(&config);
+    for handle in clusters.values() {
+        tokio::spawn(baton_control::supervisor::supervise(handle.clone(), store.watch(), background.clone()));
+    }
+    let proxy = Arc::new(ProxyContext::new(&config, store.watch(), clusters.clone()));
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
@@ -52,7 +56,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_addr = admin.local_addr()?;
     let shutdown = Shutdown::default();
     tokio::spawn(baton_proxy::serve(listener, proxy.clone(), config.server.max_connections, shutdown.clone()));
-    tokio::spawn(admin::serve(admin, admin::AdminState { store: store.clone() }, background.clone()));
+    let token = std::env::var("BATON_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(config.server.admin_token.clone());
+    let admin_state = admin::AdminState { store: store.clone(), clusters, token: token.map(Arc::from) };
+    tokio::spawn(admin::serve(admin, admin_state, background.clone()));
     tracing::info!(%mysql_addr, %admin_addr, "baton serving");
     Ok(Running {
         mysql_addr,

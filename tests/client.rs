@@ -188,10 +188,10 @@ async fn acknowledged_gtids_are_tracked() {
     let last = last.unwrap();
     let acked = baton.running().proxy.clusters["main"].acked.position();
     // Other tests write concurrently, so baton's position is at least our last GTID.
-    let (d, _, n) = baton_proxy::gtid::parse_gtid(&last).unwrap();
+    let (d, _, n) = baton_control::gtid::parse_gtid(&last).unwrap();
     let ours = acked
         .split(',')
-        .filter_map(baton_proxy::gtid::parse_gtid)
+        .filter_map(baton_control::gtid::parse_gtid)
         .find(|g| g.0 == d)
         .unwrap_or_else(|| panic!("domain {d} missing from {acked:?}"));
     assert!(ours.2 >= n, "acked {acked} should contain {last}");

@@ -21,6 +21,10 @@ pub struct Config {
     #[serde(default)]
     pub topology: TopologyConfig,
     #[serde(default)]
+    pub buffer: BufferConfig,
+    #[serde(default)]
+    pub reparent: ReparentConfig,
+    #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
@@ -46,6 +50,9 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// The version string baton's greeting announces to clients.
     pub server_version: String,
+    /// Bearer token required by admin requests that change state. The environment
+    /// variable BATON_ADMIN_TOKEN overrides it. Without either, such requests are refused.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +66,63 @@ impl Default for ServerConfig {
             max_allowed_packet: 16 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
             server_version: "5.5.5-10.11.0-MariaDB-baton".into(),
+            admin_token: None,
+        }
+    }
+}
+
+/// `[buffer]`: how requests are held while a cluster has no established primary.
+/// Defaults follow Vitess (window 10 s, size 1000, max failover 20 s, 1 min between
+/// failovers, drain concurrency 1). Limits apply per cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    pub window_ms: u64,
+    pub size: usize,
+    pub max_failover_duration_ms: u64,
+    pub min_time_between_failovers_ms: u64,
+    pub drain_concurrency: usize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            window_ms: 10_000,
+            size: 1000,
+            max_failover_duration_ms: 20_000,
+            min_time_between_failovers_ms: 60_000,
+            drain_concurrency: 1,
+        }
+    }
+}
+
+/// `[reparent]`: timings of the planned reparent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReparentConfig {
+    /// Before announcing: wait up to this long for the candidate to catch up, so the
+    /// write pause covers only the last bit of replication.
+    pub prepare_timeout_ms: u64,
+    /// After announcing: open transactions get this long to finish; then they are
+    /// ended with the "transaction lost in reparent" error.
+    pub transaction_grace_ms: u64,
+    /// After revoking: the candidate must reach the old primary's final GTID position
+    /// within this, or the reparent is undone.
+    pub catchup_timeout_ms: u64,
+    /// How often leadership conditions are re-checked while buffering.
+    pub check_interval_ms: u64,
+    /// Timeout of each control-plane connection and query.
+    pub admin_timeout_ms: u64,
+}
+
+impl Default for ReparentConfig {
+    fn default() -> Self {
+        ReparentConfig {
+            prepare_timeout_ms: 10_000,
+            transaction_grace_ms: 3_000,
+            catchup_timeout_ms: 10_000,
+            check_interval_ms: 100,
+            admin_timeout_ms: 2_000,
         }
     }
 }
@@ -135,6 +199,38 @@ pub struct ClusterConfig {
     /// "none" or "semi_sync".
     #[serde(default = "default_durability")]
     pub durability: String,
+    /// The replication account replicas use to follow the primary.
+    #[serde(default = "default_repl_user")]
+    pub repl_user: String,
+    #[serde(default)]
+    pub repl_password: Option<String>,
+    #[serde(default)]
+    pub repl_password_file: Option<PathBuf>,
+}
+
+fn default_repl_user() -> String {
+    "repl".into()
+}
+
+fn read_secret(value: &Option<String>, file: &Option<PathBuf>) -> Result<String, String> {
+    match (value, file) {
+        (Some(v), _) => Ok(v.clone()),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|s| s.lines().next().unwrap_or("").to_string())
+            .map_err(|e| format!("cannot read {}: {e}", f.display())),
+        (None, None) => Ok(String::new()),
+    }
+}
+
+impl ClusterConfig {
+    /// The control plane's password, from `admin_password` or `admin_password_file`.
+    pub fn admin_password(&self) -> Result<String, String> {
+        read_secret(&self.admin_password, &self.admin_password_file)
+    }
+    /// The replication password, from `repl_password` or `repl_password_file`.
+    pub fn repl_password(&self) -> Result<String, String> {
+        read_secret(&self.repl_password, &self.repl_password_file)
+    }
 }
 
 fn default_durability() -> String {
@@ -220,9 +316,19 @@ impl Config {
                     c.name, c.durability
                 ));
             }
+            if c.repl_password.is_some() && c.repl_password_file.is_some() {
+                return bad(format!("cluster {:?}: set only one of repl_password and repl_password_file", c.name));
+            }
             if c.admin_password.is_some() && c.admin_password_file.is_some() {
                 return bad(format!("cluster {:?}: set only one of admin_password and admin_password_file", c.name));
             }
+        }
+        let b = &self.buffer;
+        if b.size == 0 || b.drain_concurrency == 0 || b.window_ms == 0 || b.max_failover_duration_ms == 0 {
+            return bad("buffer.size, drain_concurrency, window_ms and max_failover_duration_ms must be at least 1".into());
+        }
+        if self.reparent.check_interval_ms == 0 || self.reparent.admin_timeout_ms == 0 {
+            return bad("reparent.check_interval_ms and admin_timeout_ms must be at least 1".into());
         }
         let mut users = HashSet::new();
         for u in &self.users {

@@ -5,16 +5,31 @@
 //! - [`credentials`]: user password hashes (`*` + hex SHA1(SHA1(pw))), never plaintext at rest.
 //! - [`topology`]: the per-cluster record (primary, term, servers) the data path routes by.
 //! - [`store`]: the embedded file topology store, published as watched state.
+//! - [`cluster`]: one cluster's shared control state (gate, acknowledged GTIDs,
+//!   condition report, settings).
+//! - [`gate`]: the buffer every primary-bound request outside a transaction passes.
+//! - [`conditions`] + [`supervisor`]: the leadership conditions, re-checked while
+//!   buffering; only they release the gate.
+//! - [`reparent`]: the planned reparent.
+//! - [`server`]: control-plane SQL against one server.
+//! - [`gtid`]: GTID positions and the GTIDs acknowledged to clients.
 //! - [`error`]: this crate's one error type.
 //!
 //! The data path never reads config for routing: it reads the topology as a
 //! `tokio::sync::watch` of the latest state, so a change cannot be lost the way an
 //! event can.
 
+pub mod cluster;
+pub mod conditions;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod gate;
+pub mod gtid;
+pub mod reparent;
+pub mod server;
 pub mod store;
+pub mod supervisor;
 pub mod topology;
 
 pub use config::Config;

@@ -147,6 +147,53 @@ impl Backend {
         }
     }
 
+    /// Has the server closed this idle connection or sent something unasked (the
+    /// notice of a KILL)? Either way it must not be used for the next command.
+    pub fn is_stale(&self) -> bool {
+        if self.io.has_buffered_bytes() {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        match self.io.get_ref().try_read(&mut b) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// COM_SET_OPTION (multi-statements on or off), for baton's own use.
+    pub async fn set_option(&mut self, multi_statements: bool) -> Result<(), BackendError> {
+        let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
+        let opt: u16 = if multi_statements { 0 } else { 1 };
+        let [a, b] = opt.to_le_bytes();
+        self.io.send(0, &[proto::cmd::SET_OPTION, a, b]).await.map_err(lost)?;
+        let (_, _, reply) = self.io.read_logical(1 << 24).await.map_err(lost)?;
+        match reply.first() {
+            Some(0xff) => Err(BackendError::Refused(reply.to_vec())),
+            _ => Ok(()),
+        }
+    }
+
+    /// COM_STMT_PREPARE for baton's own use (restoring a session); returns the id.
+    pub async fn prepare(&mut self, sql: &[u8], deprecate_eof: bool) -> Result<u32, BackendError> {
+        use crate::relay::{Class, Expect, Scanner};
+        let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
+        let mut payload = Vec::with_capacity(1 + sql.len());
+        payload.push(proto::cmd::STMT_PREPARE);
+        payload.extend_from_slice(sql);
+        self.io.send(0, &payload).await.map_err(lost)?;
+        let mut scanner = Scanner::new(Expect::Prepare, deprecate_eof);
+        let mut result = Err(BackendError::Protocol("empty prepare response".into()));
+        while !scanner.done() {
+            let pkt = self.io.read_raw().await.map_err(lost)?;
+            match scanner.feed(&pkt) {
+                Class::PrepareOk { backend_id } => result = Ok(backend_id),
+                Class::Err => result = Err(BackendError::Refused(pkt.payload().to_vec())),
+                _ => {}
+            }
+        }
+        result
+    }
+
     /// Say goodbye politely (best effort).
     pub async fn quit(mut self) {
         let _ = self.io.send(0, &[proto::cmd::QUIT]).await;

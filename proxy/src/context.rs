@@ -6,25 +6,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_control::cluster::Registry;
 use baton_control::config::Config;
 use baton_control::credentials::PasswordHash;
 use baton_control::Topology;
 use tokio::sync::watch;
-
-use crate::gtid::AckedGtids;
 
 /// A user allowed to connect.
 #[derive(Debug, Clone)]
 pub struct UserEntry {
     pub hash: PasswordHash,
     pub cluster: String,
-}
-
-/// Per-cluster state the data path keeps.
-#[derive(Debug, Default)]
-pub struct ClusterRuntime {
-    /// GTIDs of the writes baton acknowledged to clients on this cluster.
-    pub acked: AckedGtids,
 }
 
 /// Data-path limits, from `[server]`.
@@ -41,13 +33,14 @@ pub struct ProxyContext {
     pub limits: Limits,
     pub users: HashMap<String, UserEntry>,
     pub topology: watch::Receiver<Arc<Topology>>,
-    pub clusters: HashMap<String, Arc<ClusterRuntime>>,
+    /// Per-cluster gate, acknowledged GTIDs and settings, shared with the control plane.
+    pub clusters: Registry,
     next_conn_id: AtomicU32,
 }
 
 impl ProxyContext {
     /// Build from a validated config and the topology watch.
-    pub fn new(config: &Config, topology: watch::Receiver<Arc<Topology>>) -> Self {
+    pub fn new(config: &Config, topology: watch::Receiver<Arc<Topology>>, clusters: Registry) -> Self {
         let users = config
             .users
             .iter()
@@ -56,7 +49,6 @@ impl ProxyContext {
                 (u.name.clone(), UserEntry { hash, cluster: config.cluster_of(u).to_string() })
             })
             .collect();
-        let clusters = config.clusters.iter().map(|c| (c.name.clone(), Arc::default())).collect();
         let s = &config.server;
         ProxyContext {
             limits: Limits {
@@ -76,8 +68,8 @@ impl ProxyContext {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The primary the topology names for `cluster` now.
-    pub fn primary_of(&self, cluster: &str) -> Option<String> {
-        self.topology.borrow().cluster(cluster).map(|c| c.primary.clone())
+    /// The primary the topology names for `cluster` now, with its term.
+    pub fn primary_of(&self, cluster: &str) -> Option<(String, u64)> {
+        self.topology.borrow().cluster(cluster).map(|c| (c.primary.clone(), c.term))
     }
 }

@@ -64,6 +64,36 @@ impl MysqlError {
     pub fn backend_lost(why: &str) -> Self {
         Self::new(2013, "HY000", format!("baton: lost connection to the backend during query: {why}"))
     }
+    /// 9101 (40001): the client's transaction was open on the old primary when it was
+    /// revoked; it was rolled back there. Retry the whole transaction.
+    pub fn transaction_lost() -> Self {
+        Self::new(9101, "40001", "baton: transaction lost in reparent: it was rolled back on the old primary; retry the transaction")
+    }
+    /// 9102 (HY000): held in the buffer longer than the window; not executed.
+    pub fn buffer_window(cluster: &str) -> Self {
+        Self::new(9102, "HY000", format!("baton: request held longer than the buffer window while cluster {cluster} had no established primary; it was not executed; retry"))
+    }
+    /// 9103 (HY000): evicted from a full buffer; not executed.
+    pub fn buffer_full(cluster: &str) -> Self {
+        Self::new(9103, "HY000", format!("baton: buffer of cluster {cluster} full; the oldest request was evicted without being executed; retry"))
+    }
+    /// 9104 (HY000): the failover lasted longer than the max failover duration; not executed.
+    pub fn failover_timeout(cluster: &str) -> Self {
+        Self::new(9104, "HY000", format!("baton: cluster {cluster} had no established primary within the max failover duration; request not executed; retry"))
+    }
+    /// 9105 (HY000): the connection to the primary was lost during COMMIT.
+    pub fn commit_unknown() -> Self {
+        Self::new(9105, "HY000", "baton: connection to the primary lost during COMMIT; the transaction may or may not have committed; check before retrying")
+    }
+    /// The error for a request the gate did not let through.
+    pub fn from_gate(e: baton_control::gate::GateError, cluster: &str) -> Self {
+        use baton_control::gate::GateError as G;
+        match e {
+            G::BufferFull => Self::buffer_full(cluster),
+            G::WindowExpired => Self::buffer_window(cluster),
+            G::MaxDuration => Self::failover_timeout(cluster),
+        }
+    }
     /// 1053 (08S01): baton is shutting down.
     pub fn shutdown() -> Self {
         Self::new(1053, "08S01", "Server shutdown in progress")

@@ -9,19 +9,19 @@
 //! - [`backend`]: logging in to the primary as the client's user.
 //! - [`packet`] (framing) and [`proto`] (the few packets baton reads or writes).
 //! - [`context`]: what sessions share, including the watched topology.
-//! - [`gtid`]: GTIDs acknowledged to clients, per cluster.
+//! - [`restore`]: re-creating a session's state on a new backend (after a reparent).
 //! - [`error`]: the data path's errors and every error baton sends a client.
 
 pub mod auth;
 pub mod backend;
 pub mod context;
 pub mod error;
-pub mod gtid;
 pub mod handshake;
 pub mod listener;
 pub mod packet;
 pub mod proto;
 pub mod relay;
+pub mod restore;
 pub mod session;
 pub mod state;
 

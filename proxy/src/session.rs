@@ -1,10 +1,14 @@
-//! One client session: the command loop. Reads a command, decides what to do with
-//! it (relay, rewrite a statement id, answer it itself, refuse it), relays the
-//! backend's response and keeps [`SessionState`] up to date from it.
+//! One client session: the command loop. Reads a command, passes the cluster's
+//! gate (unless inside a transaction), makes sure its backend session is on the
+//! primary the topology names now (moving it there, state restored, between
+//! transactions), relays the command and its response, and keeps
+//! [`SessionState`] up to date from what the server says.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use baton_control::cluster::ClusterHandle;
+use baton_control::gate::{Admission, Phase};
 use bytes::Bytes;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::packets::AuthSwitchRequest;
@@ -14,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Stage1, NATIVE_PLUGIN};
 use crate::backend::{Backend, BackendError, Login, SESSION_SETUP_SQL};
-use crate::context::{ClusterRuntime, ProxyContext};
+use crate::context::ProxyContext;
 use crate::error::{MysqlError, ProxyError, Result};
 use crate::handshake::Hello;
 use crate::packet::PacketIo;
@@ -24,39 +28,10 @@ use crate::state::SessionState;
 
 /// Flush relayed bytes to the client once this many are queued.
 const FLUSH_AT: usize = 64 * 1024;
-
-pub struct Session {
-    pub(crate) ctx: Arc<ProxyContext>,
-    pub(crate) client: PacketIo<TcpStream>,
-    pub(crate) peer: SocketAddr,
-    pub(crate) caps: CapabilityFlags,
-    pub(crate) ext_caps: MariadbCapabilities,
-    pub(crate) user: String,
-    pub(crate) stage1: Stage1,
-    pub(crate) nonce: [u8; 20],
-    pub(crate) collation: u8,
-    pub(crate) cluster: String,
-    pub(crate) runtime: Arc<ClusterRuntime>,
-    pub(crate) backend: Backend,
-    pub(crate) state: SessionState,
-    /// The SQL of the COM_STMT_PREPARE whose response is being relayed.
-    pending_prepare: Option<Bytes>,
-}
-
-/// Connect a backend session for the client on the cluster's current primary.
-pub(crate) async fn connect_primary(
-    ctx: &ProxyContext,
-    cluster: &str,
-    login: &Login<'_>,
-) -> std::result::Result<Backend, MysqlErrorOrRaw> {
-    let Some(addr) = ctx.primary_of(cluster) else {
-        return Err(MysqlErrorOrRaw::Mysql(MysqlError::backend_unavailable(cluster, "?", "no primary in the topology")));
-    };
-    Backend::connect(&addr, login, ctx.limits.backend_connect_timeout).await.map_err(|e| match e {
-        BackendError::Refused(raw) => MysqlErrorOrRaw::Raw(raw),
-        other => MysqlErrorOrRaw::Mysql(MysqlError::backend_unavailable(cluster, &addr, &other.to_string())),
-    })
-}
+/// ER_OPTION_PREVENTS_STATEMENT: the server is read-only.
+const ER_READ_ONLY: u16 = 1290;
+/// How many times one command is held again after the primary refused it as read-only.
+const READ_ONLY_RETRIES: usize = 3;
 
 /// An error to send the client: made by baton, or relayed from the server.
 pub(crate) enum MysqlErrorOrRaw {
@@ -73,14 +48,70 @@ impl MysqlErrorOrRaw {
     }
 }
 
+/// How a relayed command ended.
+enum Relayed {
+    /// The response was relayed; whether its last packet was OK rather than ERR.
+    Done(bool),
+    /// The primary refused the command as read-only (ERR 1290) before anything
+    /// was relayed: the command was not executed. The ERR packet, unrelayed.
+    ReadOnly(Bytes),
+}
+
+pub struct Session {
+    ctx: Arc<ProxyContext>,
+    client: PacketIo<TcpStream>,
+    peer: SocketAddr,
+    caps: CapabilityFlags,
+    ext_caps: MariadbCapabilities,
+    user: String,
+    stage1: Stage1,
+    nonce: [u8; 20],
+    collation: u8,
+    cluster: Arc<ClusterHandle>,
+    /// The backend session; None after it was lost (re-made before the next command).
+    backend: Option<Backend>,
+    /// The topology term of the primary `backend` is connected to.
+    backend_term: u64,
+    state: SessionState,
+    /// Held while a transaction is open: the session stays on its backend and
+    /// counts as active for the reparent's grace period.
+    pin: Option<Admission>,
+    /// COM_STMT_SEND_LONG_DATA was sent; the session stays on its backend until
+    /// the statement is executed or reset.
+    long_data_pending: bool,
+    /// The SQL of the COM_STMT_PREPARE whose response is being relayed.
+    pending_prepare: Option<Bytes>,
+    /// Whether any byte of the current response reached the client.
+    relayed_any: bool,
+}
+
+/// Connect a backend session for `login` on the cluster's current primary.
+async fn connect_primary(ctx: &ProxyContext, cluster: &str, login: &Login<'_>) -> std::result::Result<(Backend, u64), MysqlErrorOrRaw> {
+    let Some((addr, term)) = ctx.primary_of(cluster) else {
+        return Err(MysqlErrorOrRaw::Mysql(MysqlError::backend_unavailable(cluster, "?", "no primary in the topology")));
+    };
+    match Backend::connect(&addr, login, ctx.limits.backend_connect_timeout).await {
+        Ok(b) => Ok((b, term)),
+        Err(BackendError::Refused(raw)) => Err(MysqlErrorOrRaw::Raw(raw)),
+        Err(other) => Err(MysqlErrorOrRaw::Mysql(MysqlError::backend_unavailable(cluster, &addr, &other.to_string()))),
+    }
+}
+
 impl Session {
-    /// Finish the connection phase: log in to the primary, answer the client.
-    pub async fn establish(
-        ctx: Arc<ProxyContext>,
-        mut client: PacketIo<TcpStream>,
-        peer: SocketAddr,
-        hello: Hello,
-    ) -> Result<Option<Session>> {
+    /// Finish the connection phase: pass the gate, log in to the primary, answer the client.
+    pub async fn establish(ctx: Arc<ProxyContext>, mut client: PacketIo<TcpStream>, peer: SocketAddr, hello: Hello) -> Result<Option<Session>> {
+        let Some(cluster) = ctx.clusters.get(&hello.entry.cluster).cloned() else {
+            let e = MysqlError::backend_unavailable(&hello.entry.cluster, "?", "unknown cluster");
+            client.send(hello.next_seq, &proto::err_payload(&e)).await?;
+            return Ok(None);
+        };
+        let admission = match cluster.gate.admit().await {
+            Ok(a) => a,
+            Err(e) => {
+                client.send(hello.next_seq, &proto::err_payload(&MysqlError::from_gate(e, &cluster.name))).await?;
+                return Ok(None);
+            }
+        };
         let login = Login {
             user: &hello.user,
             stage1: &hello.stage1,
@@ -89,16 +120,15 @@ impl Session {
             client_caps: hello.caps,
             client_ext_caps: hello.ext_caps,
         };
-        let cluster = hello.entry.cluster.clone();
-        let backend = match connect_primary(&ctx, &cluster, &login).await {
+        let (backend, term) = match connect_primary(&ctx, &cluster.name, &login).await {
             Ok(b) => b,
             Err(e) => {
                 client.send(hello.next_seq, &e.payload()).await?;
                 return Ok(None);
             }
         };
+        drop(admission);
         client.send(hello.next_seq, &proto::ok_payload(0, proto::SERVER_STATUS_AUTOCOMMIT)).await?;
-        let runtime = ctx.clusters.get(&cluster).cloned().unwrap_or_default();
         Ok(Some(Session {
             ctx,
             client,
@@ -110,10 +140,13 @@ impl Session {
             nonce: hello.nonce,
             collation: hello.collation,
             cluster,
-            runtime,
-            backend,
+            backend: Some(backend),
+            backend_term: term,
             state: SessionState::new(hello.db),
+            pin: None,
+            long_data_pending: false,
             pending_prepare: None,
+            relayed_any: false,
         }))
     }
 
@@ -124,7 +157,7 @@ impl Session {
                 r = self.client.read_logical(self.ctx.limits.max_allowed_packet) => r,
                 _ = close.cancelled() => {
                     let _ = self.client.send(0, &proto::err_payload(&MysqlError::shutdown())).await;
-                    self.backend.quit().await;
+                    if let Some(b) = self.backend.take() { b.quit().await; }
                     return Ok(());
                 }
             };
@@ -135,8 +168,7 @@ impl Session {
             if seq != 0 {
                 return self.fail(ProxyError::Fatal(MysqlError::packets_out_of_order()), seq.wrapping_add(1)).await;
             }
-            let outcome = self.command(payload).await;
-            match outcome {
+            match self.command(payload).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
                 Err(e) => return self.fail(e, 1).await,
@@ -144,7 +176,6 @@ impl Session {
         }
     }
 
-    /// Tell the client why the session ends (if it is still there), then end it.
     async fn fail(&mut self, e: ProxyError, seq: u8) -> Result<()> {
         if let Some(err) = e.client_error() {
             let _ = self.client.send(seq, &proto::err_payload(&err)).await;
@@ -157,6 +188,10 @@ impl Session {
         Ok(true)
     }
 
+    fn deprecate_eof(&self) -> bool {
+        self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
     /// Handle one command. Ok(false) ends the session cleanly.
     async fn command(&mut self, payload: Bytes) -> Result<bool> {
         let Some(&code) = payload.first() else {
@@ -164,101 +199,280 @@ impl Session {
         };
         match code {
             cmd::QUIT => {
-                let _ = self.backend.io.send(0, &[cmd::QUIT]).await;
-                return Ok(false);
+                if let Some(mut b) = self.backend.take() {
+                    let _ = b.io.send(0, &[cmd::QUIT]).await;
+                }
+                Ok(false)
             }
-            cmd::QUERY => {
-                self.forward(&payload, Expect::ResultSet).await?;
-            }
-            cmd::INIT_DB | cmd::PING | cmd::STATISTICS | cmd::PROCESS_KILL => {
-                self.forward(&payload, Expect::Single).await?;
-            }
-            cmd::FIELD_LIST => {
-                self.forward(&payload, Expect::Rows).await?;
+            cmd::QUERY | cmd::INIT_DB | cmd::PING | cmd::STATISTICS | cmd::PROCESS_KILL | cmd::FIELD_LIST
+            | cmd::STMT_PREPARE | cmd::RESET_CONNECTION => {
+                self.gated(payload).await?;
+                Ok(true)
             }
             cmd::SET_OPTION => {
                 if payload.len() < 3 {
                     return self.reply_err(1, MysqlError::malformed_packet("COM_SET_OPTION")).await;
                 }
-                self.forward(&payload, Expect::Single).await?;
-                self.state.multi_statements = Some(payload[1] == 0);
+                self.gated(payload).await?;
+                Ok(true)
             }
-            cmd::STMT_PREPARE => {
-                self.pending_prepare = Some(payload.slice(1..));
-                self.forward(&payload, Expect::Prepare).await?;
-                self.pending_prepare = None;
-            }
-            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET => {
+            cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET | cmd::STMT_SEND_LONG_DATA => {
                 let name = match code {
                     cmd::STMT_EXECUTE => "mysqld_stmt_execute",
                     cmd::STMT_FETCH => "mysqld_stmt_fetch",
-                    _ => "mysqld_stmt_reset",
+                    cmd::STMT_RESET => "mysqld_stmt_reset",
+                    _ => "mysqld_stmt_send_long_data",
                 };
-                let Some(rewritten) = self.map_statement(&payload) else {
-                    let id = proto::Cursor::new(&payload[1..]).u32();
-                    return match id {
-                        Some(id) => self.reply_err(1, MysqlError::unknown_statement(id, name)).await,
-                        None => self.reply_err(1, MysqlError::malformed_packet(name)).await,
-                    };
+                let Some(id) = payload.get(1..).and_then(|p| proto::Cursor::new(p).u32()) else {
+                    if code == cmd::STMT_SEND_LONG_DATA {
+                        return Ok(true); // no response to this command, even on error
+                    }
+                    return self.reply_err(1, MysqlError::malformed_packet(name)).await;
                 };
-                let expect = match code {
-                    cmd::STMT_EXECUTE => Expect::ResultSet,
-                    cmd::STMT_FETCH => Expect::Rows,
-                    _ => Expect::Single,
-                };
-                self.forward(&rewritten, expect).await?;
+                if id != u32::MAX && !self.state.statements.contains_key(&id) {
+                    if code == cmd::STMT_SEND_LONG_DATA {
+                        return Ok(true);
+                    }
+                    return self.reply_err(1, MysqlError::unknown_statement(id, name)).await;
+                }
+                self.gated(payload).await?;
+                Ok(true)
             }
-            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => {
-                // No response either way; an unknown id is ignored, as the server does.
-                if let Some(rewritten) = self.map_statement(&payload) {
-                    if code == cmd::STMT_CLOSE {
-                        if let Some(id) = proto::Cursor::new(&payload[1..]).u32() {
-                            self.state.statements.remove(&id);
+            cmd::STMT_CLOSE => {
+                // No response. Forget it here (so it is not prepared again on a new
+                // backend) and close it on the current backend if that one is fine.
+                if let Some(id) = payload.get(1..).and_then(|p| proto::Cursor::new(p).u32()) {
+                    if let Some(stmt) = self.state.statements.remove(&id) {
+                        if let Some(b) = self.backend.as_mut().filter(|b| !b.is_stale()) {
+                            let mut p = vec![cmd::STMT_CLOSE];
+                            p.extend_from_slice(&stmt.backend_id.to_le_bytes());
+                            if b.io.send(0, &p).await.is_err() {
+                                self.backend = None;
+                            }
                         }
                     }
-                    self.backend.io.send(0, &rewritten).await.map_err(backend_lost)?;
                 }
+                Ok(true)
             }
-            cmd::RESET_CONNECTION => {
-                let ok = self.forward(&payload, Expect::Single).await?;
-                if ok {
-                    self.state.reset();
-                    self.backend.simple_command(SESSION_SETUP_SQL).await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
-                }
+            cmd::CHANGE_USER => {
+                self.change_user(&payload).await?;
+                Ok(true)
             }
-            cmd::CHANGE_USER => self.change_user(&payload).await?,
-            other => return self.reply_err(1, MysqlError::unknown_command(other)).await,
+            other => self.reply_err(1, MysqlError::unknown_command(other)).await,
         }
-        Ok(true)
     }
 
-    /// Replace the client's statement id in a COM_STMT_* packet by the backend's.
-    fn map_statement(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        let id = proto::Cursor::new(payload.get(1..)?).u32()?;
-        let backend_id = if id == u32::MAX {
-            u32::MAX // MariaDB: "the statement prepared last"
-        } else {
-            self.state.statements.get(&id)?.backend_id
-        };
-        let mut out = payload.to_vec();
-        out[1..5].copy_from_slice(&backend_id.to_le_bytes());
-        Some(out)
-    }
-
-    /// Send a command to the backend and relay its response. Returns whether the
-    /// (last) response packet was OK rather than ERR.
-    async fn forward(&mut self, payload: &[u8], expect: Expect) -> Result<bool> {
-        self.backend.io.send(0, payload).await.map_err(backend_lost)?;
-        self.relay(expect).await
-    }
-
-    async fn relay(&mut self, expect: Expect) -> Result<bool> {
-        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-        let mut scanner = Scanner::new(expect, deprecate_eof);
-        let mut last_ok = false;
+    /// Run a command that goes to the primary: gate, backend, relay, bookkeeping.
+    async fn gated(&mut self, payload: Bytes) -> Result<()> {
+        let code = payload[0];
+        let mut read_only_retries = 0;
         loop {
-            let pkt = self.backend.io.read_raw().await.map_err(backend_lost)?;
-            match scanner.feed(&pkt) {
+            let pinned = self.pin.is_some();
+            let admission = if pinned {
+                None
+            } else {
+                match self.cluster.gate.admit().await {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        let err = MysqlError::from_gate(e, &self.cluster.name);
+                        self.client.send(1, &proto::err_payload(&err)).await?;
+                        return Ok(());
+                    }
+                }
+            };
+            if pinned {
+                if self.backend.as_ref().is_none_or(|b| b.is_stale()) {
+                    // The backend went away inside a transaction: it was rolled back.
+                    self.lose_transaction(code == cmd::QUERY && is_commit(&payload)).await?;
+                    return Ok(());
+                }
+            } else if let Err(e) = self.ensure_backend().await {
+                drop(admission);
+                if read_only_retries < READ_ONLY_RETRIES && self.begin_reactive("primary unreachable") {
+                    read_only_retries += 1;
+                    continue;
+                }
+                self.client.send(1, &e.payload()).await?;
+                return Ok(());
+            }
+            let in_episode = self.cluster.gate.status().phase != Phase::Idle;
+            match self.execute(&payload, !pinned || in_episode).await {
+                Ok(Relayed::Done(_)) => {}
+                Ok(Relayed::ReadOnly(err)) if pinned => {
+                    // Inside a transaction on a revoked primary: end it, one documented error.
+                    let _ = err;
+                    self.backend = None;
+                    self.lose_transaction(false).await?;
+                    return Ok(());
+                }
+                Ok(Relayed::ReadOnly(err)) => {
+                    drop(admission);
+                    if read_only_retries < READ_ONLY_RETRIES && self.begin_reactive("primary is read-only (1290)") {
+                        read_only_retries += 1;
+                        continue;
+                    }
+                    let seq = 1;
+                    self.client.send(seq, &err).await?;
+                    return Ok(());
+                }
+                Err(ProxyError::BackendLost(why)) if !self.relayed_any => {
+                    self.backend = None;
+                    if pinned {
+                        self.lose_transaction(code == cmd::QUERY && is_commit(&payload)).await?;
+                    } else {
+                        tracing::info!(%why, "backend lost during a command outside a transaction");
+                        self.client.send(1, &proto::err_payload(&MysqlError::backend_lost(&why))).await?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            let keep = self.state.in_transaction() || self.long_data_pending;
+            match admission {
+                Some(mut a) if keep => {
+                    a.finish_drain();
+                    self.pin = Some(a);
+                }
+                Some(_) => {}
+                None if !keep => self.pin = None,
+                None => {}
+            }
+            return Ok(());
+        }
+    }
+
+    /// End the client's transaction after its backend was lost or revoked.
+    async fn lose_transaction(&mut self, during_commit: bool) -> Result<()> {
+        self.backend = None;
+        self.pin = None;
+        self.long_data_pending = false;
+        self.state.status &= !proto::SERVER_STATUS_IN_TRANS;
+        let e = if during_commit { MysqlError::commit_unknown() } else { MysqlError::transaction_lost() };
+        tracing::info!(error = %e, "transaction ended");
+        self.client.send(1, &proto::err_payload(&e)).await?;
+        Ok(())
+    }
+
+    /// Start reactive buffering (no reparent was announced, but the primary failed
+    /// us). False when the gate declined (a failover ended too recently).
+    fn begin_reactive(&self, reason: &str) -> bool {
+        let Some((primary, term)) = self.ctx.primary_of(&self.cluster.name) else { return false };
+        self.cluster.gate.begin(term, &primary, reason, false).is_some()
+    }
+
+    /// Make sure the backend session is alive and on the primary the topology names
+    /// now; otherwise log in there and restore the session's state.
+    async fn ensure_backend(&mut self) -> std::result::Result<(), MysqlErrorOrRaw> {
+        let current = self.ctx.primary_of(&self.cluster.name);
+        if let (Some(b), Some((addr, term))) = (&self.backend, &current) {
+            if b.addr == *addr && self.backend_term == *term && !b.is_stale() {
+                return Ok(());
+            }
+        }
+        self.backend = None;
+        let db = self.state.schema.clone();
+        let mut login = Login {
+            user: &self.user,
+            stage1: &self.stage1,
+            db: db.as_deref(),
+            collation: self.collation,
+            client_caps: self.caps,
+            client_ext_caps: self.ext_caps,
+        };
+        let (mut backend, term) = match connect_primary(&self.ctx, &self.cluster.name, &login).await {
+            Ok(b) => b,
+            // The schema may be gone on the new primary: log in without it.
+            Err(MysqlErrorOrRaw::Raw(_)) if db.is_some() => {
+                login.db = None;
+                connect_primary(&self.ctx, &self.cluster.name, &login).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let deprecate_eof = self.deprecate_eof();
+        let problems = crate::restore::restore(&mut backend, &mut self.state, deprecate_eof).await;
+        if !problems.is_empty() {
+            tracing::warn!(?problems, "session state not fully restored on the new backend");
+        }
+        tracing::debug!(addr = %backend.addr, term, "session moved to the primary");
+        self.backend = Some(backend);
+        self.backend_term = term;
+        Ok(())
+    }
+
+    /// Send the command (statement ids mapped to the backend's) and relay the response.
+    async fn execute(&mut self, payload: &Bytes, intercept_read_only: bool) -> Result<Relayed> {
+        self.relayed_any = false;
+        let code = payload[0];
+        let mut owned;
+        let mut to_send: &[u8] = payload;
+        if matches!(code, cmd::STMT_EXECUTE | cmd::STMT_FETCH | cmd::STMT_RESET | cmd::STMT_SEND_LONG_DATA) {
+            let id = proto::Cursor::new(&payload[1..]).u32().unwrap_or(u32::MAX);
+            let backend_id = if id == u32::MAX {
+                u32::MAX // MariaDB: "the statement prepared last"
+            } else {
+                match self.state.statements.get(&id) {
+                    Some(s) => s.backend_id,
+                    None => {
+                        if code != cmd::STMT_SEND_LONG_DATA {
+                            let name = "mysqld_stmt_execute";
+                            self.client.send(1, &proto::err_payload(&MysqlError::unknown_statement(id, name))).await?;
+                        }
+                        return Ok(Relayed::Done(false));
+                    }
+                }
+            };
+            owned = payload.to_vec();
+            owned[1..5].copy_from_slice(&backend_id.to_le_bytes());
+            to_send = &owned;
+        } else {
+            owned = Vec::new();
+            let _ = &owned;
+        }
+        if code == cmd::STMT_PREPARE {
+            self.pending_prepare = Some(payload.slice(1..));
+        }
+        let backend = self.backend.as_mut().expect("ensured");
+        backend.io.send(0, to_send).await.map_err(backend_lost)?;
+        let expect = match code {
+            cmd::STMT_SEND_LONG_DATA => {
+                self.long_data_pending = true;
+                return Ok(Relayed::Done(true));
+            }
+            cmd::QUERY | cmd::STMT_EXECUTE => Expect::ResultSet,
+            cmd::STMT_PREPARE => Expect::Prepare,
+            cmd::STMT_FETCH | cmd::FIELD_LIST => Expect::Rows,
+            _ => Expect::Single,
+        };
+        let r = self.relay(expect, intercept_read_only).await;
+        self.pending_prepare = None;
+        let r = r?;
+        match (code, &r) {
+            (cmd::STMT_EXECUTE | cmd::STMT_RESET, _) => self.long_data_pending = false,
+            (cmd::SET_OPTION, Relayed::Done(true)) => self.state.multi_statements = Some(payload[1] == 0),
+            (cmd::RESET_CONNECTION, Relayed::Done(true)) => {
+                self.state.reset();
+                self.long_data_pending = false;
+                let b = self.backend.as_mut().expect("ensured");
+                b.simple_command(SESSION_SETUP_SQL).await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+            }
+            _ => {}
+        }
+        Ok(r)
+    }
+
+    async fn relay(&mut self, expect: Expect, intercept_read_only: bool) -> Result<Relayed> {
+        let mut scanner = Scanner::new(expect, self.deprecate_eof());
+        let mut last_ok = false;
+        let mut first = true;
+        loop {
+            let pkt = self.backend.as_mut().expect("ensured").io.read_raw().await.map_err(backend_lost)?;
+            let class = scanner.feed(&pkt);
+            if first && class == Class::Err && intercept_read_only && proto::parse_err(pkt.payload()).is_some_and(|e| e.0 == ER_READ_ONLY) {
+                return Ok(Relayed::ReadOnly(Bytes::copy_from_slice(pkt.payload())));
+            }
+            first = false;
+            self.relayed_any = true;
+            match class {
                 Class::Data => self.client.queue_raw(&pkt.bytes),
                 Class::Ok { header, status } => {
                     self.state.status = status;
@@ -291,12 +505,12 @@ impl Session {
             if scanner.done() {
                 break;
             }
-            if !self.backend.io.has_buffered_packet() || self.client.queued() >= FLUSH_AT {
+            if !self.backend.as_ref().expect("ensured").io.has_buffered_packet() || self.client.queued() >= FLUSH_AT {
                 self.client.flush().await?;
             }
         }
         self.client.flush().await?;
-        Ok(last_ok)
+        Ok(Relayed::Done(last_ok))
     }
 
     /// Track what an OK packet says, and relay it in the form the client expects.
@@ -311,7 +525,7 @@ impl Session {
                 StateChange::SystemVariable { name, value } => {
                     if name == b"last_gtid" {
                         if !value.is_empty() {
-                            self.runtime.acked.record(value);
+                            self.cluster.acked.record(value);
                         }
                     } else {
                         self.state.variables.insert(name.to_vec(), value.to_vec());
@@ -333,9 +547,10 @@ impl Session {
     async fn relay_local_infile(&mut self) -> Result<()> {
         loop {
             let pkt = self.client.read_raw().await?;
-            self.backend.io.queue_raw(&pkt.bytes);
-            if self.backend.io.queued() >= FLUSH_AT || pkt.payload_len() == 0 {
-                self.backend.io.flush().await.map_err(backend_lost)?;
+            let b = self.backend.as_mut().expect("ensured");
+            b.io.queue_raw(&pkt.bytes);
+            if b.io.queued() >= FLUSH_AT || pkt.payload_len() == 0 {
+                b.io.flush().await.map_err(backend_lost)?;
             }
             if pkt.payload_len() == 0 {
                 return Ok(());
@@ -370,26 +585,39 @@ impl Session {
             seq = s.wrapping_add(1);
         }
         let denied = MysqlError::access_denied(&user, &self.peer.ip().to_string(), !proof.is_empty());
-        let Some(entry) = self.ctx.users.get(&user).cloned() else {
+        let verified = self.ctx.users.get(&user).cloned().and_then(|entry| auth::verify(&entry.hash, &self.nonce, &proof).map(|s1| (entry, s1)));
+        let Some((entry, stage1)) = verified else {
             self.client.send(seq, &proto::err_payload(&denied)).await?;
             return Err(ProxyError::Io(std::io::ErrorKind::PermissionDenied.into()));
         };
-        let Some(stage1) = auth::verify(&entry.hash, &self.nonce, &proof) else {
-            self.client.send(seq, &proto::err_payload(&denied)).await?;
-            return Err(ProxyError::Io(std::io::ErrorKind::PermissionDenied.into()));
+        let Some(cluster) = self.ctx.clusters.get(&entry.cluster).cloned() else {
+            let e = MysqlError::backend_unavailable(&entry.cluster, "?", "unknown cluster");
+            self.client.send(seq, &proto::err_payload(&e)).await?;
+            return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
+        };
+        let admission = match cluster.gate.admit().await {
+            Ok(a) => a,
+            Err(e) => {
+                self.client.send(seq, &proto::err_payload(&MysqlError::from_gate(e, &cluster.name))).await?;
+                return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
+            }
         };
         let db = (!db.is_empty()).then_some(db);
         let login = Login { user: &user, stage1: &stage1, db: db.as_deref(), collation, client_caps: self.caps, client_ext_caps: self.ext_caps };
-        match connect_primary(&self.ctx, &entry.cluster, &login).await {
-            Ok(backend) => {
-                let old = std::mem::replace(&mut self.backend, backend);
-                old.quit().await;
+        match connect_primary(&self.ctx, &cluster.name, &login).await {
+            Ok((backend, term)) => {
+                drop(admission);
+                if let Some(old) = self.backend.replace(backend) {
+                    old.quit().await;
+                }
+                self.backend_term = term;
                 self.user = user;
                 self.stage1 = stage1;
                 self.collation = collation;
-                self.runtime = self.ctx.clusters.get(&entry.cluster).cloned().unwrap_or_default();
-                self.cluster = entry.cluster;
+                self.cluster = cluster;
                 self.state = SessionState::new(db);
+                self.pin = None;
+                self.long_data_pending = false;
                 self.client.send(seq, &proto::ok_payload(0, proto::SERVER_STATUS_AUTOCOMMIT)).await?;
                 Ok(())
             }
@@ -399,6 +627,13 @@ impl Session {
             }
         }
     }
+}
+
+/// Is this COM_QUERY a COMMIT (whose outcome is unknown if the connection drops)?
+fn is_commit(payload: &[u8]) -> bool {
+    let sql = &payload[1..];
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    sql[start..].len() >= 6 && sql[start..start + 6].eq_ignore_ascii_case(b"commit")
 }
 
 fn backend_lost(e: ProxyError) -> ProxyError {

@@ -1,6 +1,6 @@
-//! The GTIDs baton acknowledged to clients, per cluster: the highest sequence
-//! number per replication domain. A new primary must contain all of them before
-//! the buffer may drain to it (leadership condition C4).
+//! MariaDB GTID positions, and the GTIDs baton acknowledged to clients per cluster
+//! (the highest sequence number per replication domain). A new primary must
+//! contain every acknowledged GTID before the buffer may drain to it (condition C4).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -34,6 +34,27 @@ impl AckedGtids {
     }
 }
 
+/// Does `position` (a server's `gtid_binlog_pos`, `d-s-n,...`) contain every GTID of
+/// `acked`? With gtid_strict_mode, a domain's sequence numbers are ordered, so
+/// containment is "per domain, the position's seq_no is at least the acked one".
+/// Returns the first missing domain's GTID as the reason when it does not.
+pub fn contains(position: &str, acked: &str) -> Result<(), String> {
+    let pos: BTreeMap<u32, u64> = position
+        .split(',')
+        .filter_map(|g| parse_gtid(g.trim()))
+        .map(|(d, _, n)| (d, n))
+        .collect();
+    for g in acked.split(',').filter(|g| !g.trim().is_empty()) {
+        let Some((d, s, n)) = parse_gtid(g.trim()) else { continue };
+        match pos.get(&d) {
+            Some(&have) if have >= n => {}
+            Some(&have) => return Err(format!("has {d}-?-{have}, needs {d}-{s}-{n}")),
+            None => return Err(format!("has nothing of domain {d}, needs {d}-{s}-{n}")),
+        }
+    }
+    Ok(())
+}
+
 /// Parse one `domain-server-seq` GTID.
 pub fn parse_gtid(s: &str) -> Option<(u32, u32, u64)> {
     let mut it = s.split('-');
@@ -55,5 +76,13 @@ mod tests {
         g.record(b"0-2-8");
         g.record(b"garbage,0-x-1,");
         assert_eq!(g.position(), "0-2-8,1-1-9");
+    }
+
+    #[test]
+    fn containment_is_per_domain() {
+        assert!(contains("0-1-10,1-2-3", "0-2-8,1-1-3").is_ok());
+        assert!(contains("0-1-7", "0-2-8").unwrap_err().contains("needs 0-2-8"));
+        assert!(contains("0-1-7", "1-1-1").unwrap_err().contains("nothing of domain 1"));
+        assert!(contains("", "").is_ok());
     }
 }

@@ -1,0 +1,106 @@
+//! One cluster's shared control state: its gate, the GTIDs baton acknowledged on
+//! it, the latest leadership-condition report, and the settings the supervisor
+//! and the orchestrator need. Built from config; shared by the data path, the
+//! supervisor, the orchestrator and the admin port.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex};
+
+use crate::conditions::ConditionsReport;
+use crate::config::{ClusterConfig, Config};
+use crate::gate::{BufferLimits, Gate};
+use crate::gtid::AckedGtids;
+use crate::server::AdminLogin;
+
+/// Per-cluster settings from config (swappable on reload).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub servers: Vec<String>,
+    pub durability: String,
+    pub admin: AdminLogin,
+    pub repl_user: String,
+    pub repl_password: String,
+    pub prepare_timeout: Duration,
+    pub transaction_grace: Duration,
+    pub catchup_timeout: Duration,
+    pub check_interval: Duration,
+    pub max_failover_duration: Duration,
+}
+
+/// The shared state of one cluster.
+pub struct ClusterHandle {
+    pub name: String,
+    pub gate: Arc<Gate>,
+    pub acked: AckedGtids,
+    pub conditions: watch::Sender<ConditionsReport>,
+    settings: RwLock<ClusterSettings>,
+    /// Held by the reparent in progress (one at a time per cluster).
+    pub reparent_lock: Mutex<()>,
+}
+
+/// All clusters by name.
+pub type Registry = HashMap<String, Arc<ClusterHandle>>;
+
+pub fn buffer_limits(config: &Config) -> BufferLimits {
+    let b = &config.buffer;
+    BufferLimits {
+        window: Duration::from_millis(b.window_ms),
+        size: b.size,
+        max_failover_duration: Duration::from_millis(b.max_failover_duration_ms),
+        min_time_between_failovers: Duration::from_millis(b.min_time_between_failovers_ms),
+        drain_concurrency: b.drain_concurrency,
+    }
+}
+
+pub fn cluster_settings(config: &Config, c: &ClusterConfig) -> ClusterSettings {
+    let r = &config.reparent;
+    ClusterSettings {
+        servers: c.servers.clone(),
+        durability: c.durability.clone(),
+        admin: AdminLogin {
+            user: c.admin_user.clone().unwrap_or_else(|| "admin".into()),
+            password: c.admin_password().unwrap_or_default(),
+            timeout: Duration::from_millis(r.admin_timeout_ms),
+        },
+        repl_user: c.repl_user.clone(),
+        repl_password: c.repl_password().unwrap_or_default(),
+        prepare_timeout: Duration::from_millis(r.prepare_timeout_ms),
+        transaction_grace: Duration::from_millis(r.transaction_grace_ms),
+        catchup_timeout: Duration::from_millis(r.catchup_timeout_ms),
+        check_interval: Duration::from_millis(r.check_interval_ms),
+        max_failover_duration: Duration::from_millis(config.buffer.max_failover_duration_ms),
+    }
+}
+
+impl ClusterHandle {
+    pub fn settings(&self) -> ClusterSettings {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_settings(&self, s: ClusterSettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+}
+
+/// Build the registry from a validated config.
+pub fn registry(config: &Config) -> Registry {
+    config
+        .clusters
+        .iter()
+        .map(|c| {
+            let (tx, _) = watch::channel(ConditionsReport::default());
+            let h = ClusterHandle {
+                name: c.name.clone(),
+                gate: Gate::new(buffer_limits(config)),
+                acked: AckedGtids::default(),
+                conditions: tx,
+                settings: RwLock::new(cluster_settings(config, c)),
+                reparent_lock: Mutex::new(()),
+            };
+            (c.name.clone(), Arc::new(h))
+        })
+        .collect()
+}

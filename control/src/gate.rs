@@ -1,0 +1,473 @@
+//! The buffer gate of one cluster: every request bound for the primary from a
+//! session outside a transaction passes through it.
+//!
+//! Phases: `Idle` (pass) -> `Buffering` (hold, FIFO, bounded) -> `Draining`
+//! (release the held requests in order, `drain_concurrency` at a time) -> `Idle`.
+//! The gate never decides on its own that a new primary is ready: the
+//! [`crate::supervisor`] checks every leadership condition and calls
+//! [`Gate::release`]; the reparent orchestrator may release to the old primary
+//! after an undo. Requests evicted (buffer full, window expired, max failover
+//! duration) get an error and are never executed later.
+//!
+//! The gate also counts `active` sessions: those executing a command or inside a
+//! transaction. A planned reparent waits for that count to reach zero (the grace
+//! period) before it revokes the old primary.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+/// Buffer limits (config `[buffer]`).
+#[derive(Debug, Clone)]
+pub struct BufferLimits {
+    /// Longest a single request waits in the buffer.
+    pub window: Duration,
+    /// Requests held at most; more evict the oldest.
+    pub size: usize,
+    /// Longest a buffering episode lasts before every held request fails.
+    pub max_failover_duration: Duration,
+    /// A reactive episode (not a planned reparent) does not start sooner than this
+    /// after the previous one ended.
+    pub min_time_between_failovers: Duration,
+    /// Held requests executing at once while draining.
+    pub drain_concurrency: usize,
+}
+
+/// Where the gate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Idle,
+    Buffering,
+    Draining,
+}
+
+/// Why a held request was not executed. Each maps to one documented client error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateError {
+    /// Evicted because the buffer was full (the oldest request goes).
+    BufferFull,
+    /// Held longer than the per-request window.
+    WindowExpired,
+    /// The failover lasted longer than the max failover duration.
+    MaxDuration,
+}
+
+/// The gate's state as watchers (status API, supervisor, orchestrator) see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateStatus {
+    pub phase: Phase,
+    /// Increases with every buffering episode.
+    pub episode: u64,
+    /// The topology term when buffering began; a new primary must have a newer one.
+    pub start_term: u64,
+    /// The primary when buffering began (to be revoked).
+    pub old_primary: String,
+    /// Why buffering began.
+    pub reason: String,
+    /// Whether a planned reparent (rather than a failure signal) began it.
+    pub planned: bool,
+    #[serde(skip)]
+    pub since: Option<Instant>,
+    /// Requests held now.
+    pub queued: usize,
+    /// Sessions executing a command or inside a transaction.
+    pub active: usize,
+}
+
+/// Monotonic counters (the invariant buffered = drained + evicted + queued holds).
+#[derive(Debug, Default)]
+pub struct GateCounters {
+    pub buffered: AtomicU64,
+    pub drained: AtomicU64,
+    pub evicted_full: AtomicU64,
+    pub evicted_window: AtomicU64,
+    pub evicted_max_duration: AtomicU64,
+    pub evicted_client_gone: AtomicU64,
+    pub skipped_too_recent: AtomicU64,
+    pub episodes: AtomicU64,
+}
+
+type Verdict = Result<Option<OwnedSemaphorePermit>, GateError>;
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Verdict>,
+}
+
+struct Inner {
+    status: GateStatus,
+    queue: VecDeque<Waiter>,
+    next_id: u64,
+    last_end: Option<Instant>,
+}
+
+/// One cluster's gate.
+pub struct Gate {
+    inner: Mutex<Inner>,
+    tx: watch::Sender<GateStatus>,
+    limits: Mutex<BufferLimits>,
+    drain: Arc<Semaphore>,
+    pub counters: GateCounters,
+}
+
+/// Permission to execute one command (and, inside a transaction, the ones after it).
+/// Counts as `active` until dropped.
+pub struct Admission {
+    gate: Arc<Gate>,
+    _drain_permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.gate.update(|i| i.status.active = i.status.active.saturating_sub(1));
+    }
+}
+
+impl Admission {
+    /// Drop the drain permit (the drained command is done) but stay active.
+    pub fn finish_drain(&mut self) {
+        self._drain_permit = None;
+    }
+}
+
+impl Gate {
+    pub fn new(limits: BufferLimits) -> Arc<Gate> {
+        let status = GateStatus {
+            phase: Phase::Idle,
+            episode: 0,
+            start_term: 0,
+            old_primary: String::new(),
+            reason: String::new(),
+            planned: false,
+            since: None,
+            queued: 0,
+            active: 0,
+        };
+        let (tx, _) = watch::channel(status.clone());
+        let permits = limits.drain_concurrency.max(1);
+        Arc::new(Gate {
+            inner: Mutex::new(Inner { status, queue: VecDeque::new(), next_id: 1, last_end: None }),
+            tx,
+            limits: Mutex::new(limits),
+            drain: Arc::new(Semaphore::new(permits)),
+            counters: GateCounters::default(),
+        })
+    }
+
+    /// Replace the limits (config reload); applies to requests arriving from now on.
+    pub fn set_limits(&self, limits: BufferLimits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    pub fn limits(&self) -> BufferLimits {
+        self.limits.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut i = self.lock();
+        let r = f(&mut i);
+        i.status.queued = i.queue.len();
+        self.tx.send_replace(i.status.clone());
+        r
+    }
+
+    /// The gate's state, as watched state.
+    pub fn watch(&self) -> watch::Receiver<GateStatus> {
+        self.tx.subscribe()
+    }
+
+    pub fn status(&self) -> GateStatus {
+        self.tx.borrow().clone()
+    }
+
+    /// Pass the gate: at once when idle or draining; when buffering, wait in line
+    /// until released (or fail with the reason the request was evicted).
+    pub async fn admit(self: &Arc<Self>) -> Result<Admission, GateError> {
+        let limits = self.limits();
+        let (id, rx) = {
+            let mut evicted = None;
+            let r = self.update(|i| match i.status.phase {
+                Phase::Idle | Phase::Draining => {
+                    i.status.active += 1;
+                    None
+                }
+                Phase::Buffering => {
+                    if i.queue.len() >= limits.size.max(1) {
+                        evicted = i.queue.pop_front();
+                    }
+                    let id = i.next_id;
+                    i.next_id += 1;
+                    let (tx, rx) = oneshot::channel();
+                    i.queue.push_back(Waiter { id, tx });
+                    Some((id, rx))
+                }
+            });
+            if let Some(w) = evicted {
+                self.counters.evicted_full.fetch_add(1, Ordering::Relaxed);
+                let _ = w.tx.send(Err(GateError::BufferFull));
+            }
+            match r {
+                None => return Ok(Admission { gate: self.clone(), _drain_permit: None }),
+                Some(x) => {
+                    self.counters.buffered.fetch_add(1, Ordering::Relaxed);
+                    x
+                }
+            }
+        };
+        let guard = WaitGuard { gate: self.clone(), id };
+        let result = tokio::time::timeout(limits.window, rx).await;
+        match result {
+            Ok(Ok(Ok(permit))) => {
+                std::mem::forget(guard);
+                Ok(Admission { gate: self.clone(), _drain_permit: permit })
+            }
+            Ok(Ok(Err(e))) => {
+                std::mem::forget(guard);
+                Err(e)
+            }
+            // The gate was dropped: treat as the episode failing.
+            Ok(Err(_)) => {
+                std::mem::forget(guard);
+                Err(GateError::MaxDuration)
+            }
+            Err(_) => {
+                drop(guard); // removes us from the queue
+                self.counters.evicted_window.fetch_add(1, Ordering::Relaxed);
+                Err(GateError::WindowExpired)
+            }
+        }
+    }
+
+    /// Begin buffering at topology term `term` with `old_primary` as the primary to
+    /// revoke. A reactive episode (`planned == false`) is skipped when the previous
+    /// episode ended less than `min_time_between_failovers` ago. Returns the episode
+    /// number, or `None` if skipped.
+    pub fn begin(&self, term: u64, old_primary: &str, reason: &str, planned: bool) -> Option<u64> {
+        let min_gap = self.limits().min_time_between_failovers;
+        let r = self.update(|i| {
+            if i.status.phase == Phase::Buffering {
+                if planned {
+                    i.status.planned = true;
+                    i.status.reason = reason.to_string();
+                }
+                return Some(i.status.episode);
+            }
+            if !planned && i.last_end.is_some_and(|t| t.elapsed() < min_gap) {
+                return None;
+            }
+            i.status.phase = Phase::Buffering;
+            i.status.episode += 1;
+            i.status.start_term = term;
+            i.status.old_primary = old_primary.to_string();
+            i.status.reason = reason.to_string();
+            i.status.planned = planned;
+            i.status.since = Some(Instant::now());
+            Some(i.status.episode)
+        });
+        match r {
+            Some(ep) => {
+                self.counters.episodes.fetch_add(u64::from(ep == self.status().episode), Ordering::Relaxed);
+                tracing::info!(episode = ep, term, old_primary, reason, "buffering");
+            }
+            None => {
+                self.counters.skipped_too_recent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    /// Release episode `episode`: drain the held requests in FIFO order,
+    /// `drain_concurrency` at a time, then go idle.
+    pub fn release(self: &Arc<Self>, episode: u64) -> bool {
+        let ok = self.update(|i| {
+            if i.status.phase == Phase::Buffering && i.status.episode == episode {
+                i.status.phase = Phase::Draining;
+                true
+            } else {
+                false
+            }
+        });
+        if ok {
+            tracing::info!(episode, queued = self.status().queued, "draining");
+            let gate = self.clone();
+            tokio::spawn(async move { gate.drain(episode).await });
+        }
+        ok
+    }
+
+    async fn drain(self: Arc<Self>, episode: u64) {
+        loop {
+            let Ok(permit) = self.drain.clone().acquire_owned().await else { return };
+            let next = self.update(|i| {
+                if i.status.episode != episode || i.status.phase != Phase::Draining {
+                    return Err(());
+                }
+                match i.queue.pop_front() {
+                    Some(w) => {
+                        i.status.active += 1;
+                        Ok(Some(w))
+                    }
+                    None => {
+                        i.status.phase = Phase::Idle;
+                        i.last_end = Some(Instant::now());
+                        Ok(None)
+                    }
+                }
+            });
+            match next {
+                Err(()) => return,
+                Ok(None) => {
+                    tracing::info!(episode, "drained; idle");
+                    return;
+                }
+                Ok(Some(w)) => match w.tx.send(Ok(Some(permit))) {
+                    Ok(()) => {
+                        self.counters.drained.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        self.counters.evicted_client_gone.fetch_add(1, Ordering::Relaxed);
+                        self.update(|i| i.status.active = i.status.active.saturating_sub(1));
+                    }
+                },
+            }
+        }
+    }
+
+    /// End episode `episode` without a new primary: every held request fails with
+    /// `error` and the gate goes idle.
+    pub fn fail(&self, episode: u64, error: GateError) -> usize {
+        let waiters = self.update(|i| {
+            if i.status.episode != episode || i.status.phase != Phase::Buffering {
+                return Vec::new();
+            }
+            i.status.phase = Phase::Idle;
+            i.last_end = Some(Instant::now());
+            i.queue.drain(..).collect::<Vec<_>>()
+        });
+        let n = waiters.len();
+        for w in waiters {
+            if error == GateError::MaxDuration {
+                self.counters.evicted_max_duration.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = w.tx.send(Err(error));
+        }
+        tracing::warn!(episode, failed = n, ?error, "buffering episode failed");
+        n
+    }
+
+    /// Wait until no session is active (executing or in a transaction), up to `timeout`.
+    /// Returns the number still active.
+    pub async fn wait_inactive(&self, timeout: Duration) -> usize {
+        let mut rx = self.watch();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| s.active == 0)).await;
+        self.status().active
+    }
+}
+
+/// Removes a waiter from the queue if its request gives up (timeout, client gone).
+struct WaitGuard {
+    gate: Arc<Gate>,
+    id: u64,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        let id = self.id;
+        let removed = self.gate.update(|i| {
+            let before = i.queue.len();
+            i.queue.retain(|w| w.id != id);
+            before != i.queue.len()
+        });
+        if removed && !std::thread::panicking() {
+            // Counted by the caller (window) or here (client gone while waiting).
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> BufferLimits {
+        BufferLimits {
+            window: Duration::from_secs(5),
+            size: 3,
+            max_failover_duration: Duration::from_secs(5),
+            min_time_between_failovers: Duration::from_secs(60),
+            drain_concurrency: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_passes_buffering_holds_release_drains_in_order() {
+        let gate = Gate::new(limits());
+        drop(gate.admit().await.unwrap());
+        let ep = gate.begin(1, "a", "test", true).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for n in 0..3 {
+            let (g, o) = (gate.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let a = g.admit().await.unwrap();
+                o.lock().unwrap().push(n);
+                drop(a);
+            }));
+            let mut rx = gate.watch();
+            rx.wait_for(|s| s.queued == n + 1).await.unwrap();
+        }
+        assert!(order.lock().unwrap().is_empty(), "nothing passes while buffering");
+        assert!(gate.release(ep));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+        let c = &gate.counters;
+        assert_eq!(c.buffered.load(Ordering::Relaxed), 3);
+        assert_eq!(c.drained.load(Ordering::Relaxed), 3);
+        let mut rx = gate.watch();
+        rx.wait_for(|s| s.phase == Phase::Idle && s.active == 0).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn overflow_evicts_oldest_and_window_expires() {
+        let mut l = limits();
+        l.size = 1;
+        l.window = Duration::from_millis(200);
+        let gate = Gate::new(l);
+        gate.begin(1, "a", "test", true).unwrap();
+        let g = gate.clone();
+        let first = tokio::spawn(async move { g.admit().await.err() });
+        gate.watch().wait_for(|s| s.queued == 1).await.unwrap();
+        let g = gate.clone();
+        let second = tokio::spawn(async move { g.admit().await.err() });
+        assert_eq!(first.await.unwrap(), Some(GateError::BufferFull));
+        assert_eq!(second.await.unwrap(), Some(GateError::WindowExpired));
+        assert_eq!(gate.status().queued, 0);
+        let c = &gate.counters;
+        assert_eq!(c.buffered.load(Ordering::Relaxed), 2);
+        assert_eq!(c.evicted_full.load(Ordering::Relaxed) + c.evicted_window.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn fail_ends_the_episode_and_reactive_respects_min_gap() {
+        let gate = Gate::new(limits());
+        let ep = gate.begin(1, "a", "reactive", false).unwrap();
+        let g = gate.clone();
+        let w = tokio::spawn(async move { g.admit().await.err() });
+        gate.watch().wait_for(|s| s.queued == 1).await.unwrap();
+        assert_eq!(gate.fail(ep, GateError::MaxDuration), 1);
+        assert_eq!(w.await.unwrap(), Some(GateError::MaxDuration));
+        assert_eq!(gate.status().phase, Phase::Idle);
+        assert!(gate.begin(1, "a", "reactive", false).is_none(), "too soon after the last episode");
+        assert!(gate.begin(1, "a", "planned", true).is_some(), "a planned reparent is not throttled");
+    }
+}

@@ -1,0 +1,277 @@
+//! The planned reparent: prepare, announce, grace, revoke, catch up, promote,
+//! publish, repoint, verify. Revocation strictly precedes establishment; a failure
+//! before the new primary is published is undone (old primary writable again at
+//! the same term, held requests released to it); after it, the supervisor keeps
+//! holding requests until every condition holds or the max failover duration ends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cluster::ClusterHandle;
+use crate::gate::Phase;
+use crate::gtid;
+use crate::server::Server;
+use crate::store::FileStore;
+use crate::topology::ClusterRecord;
+
+/// One step's outcome and duration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub step: &'static str,
+    pub ms: u64,
+    pub detail: String,
+}
+
+/// What a reparent did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReparentReport {
+    pub cluster: String,
+    /// "ok", "undone" (failed before establishment; the old primary serves again) or
+    /// "held" (established, but not every condition held before the max failover duration).
+    pub outcome: &'static str,
+    pub from: String,
+    pub to: String,
+    pub term: u64,
+    pub steps: Vec<Step>,
+    pub error: Option<String>,
+    pub total_ms: u64,
+    /// Requests held by the gate during this reparent.
+    pub buffered: u64,
+}
+
+/// Why a reparent was refused before it started.
+#[derive(Debug, thiserror::Error)]
+pub enum ReparentError {
+    #[error("a reparent of cluster {0} is already running")]
+    AlreadyRunning(String),
+    #[error("cluster {0} has no topology record")]
+    NoRecord(String),
+    #[error("{0}")]
+    BadCandidate(String),
+}
+
+struct Run<'a> {
+    report: ReparentReport,
+    started: Instant,
+    step_started: Instant,
+    cluster: &'a ClusterHandle,
+}
+
+impl Run<'_> {
+    fn step(&mut self, step: &'static str, detail: impl Into<String>) {
+        let detail = detail.into();
+        let ms = self.step_started.elapsed().as_millis() as u64;
+        tracing::info!(cluster = %self.cluster.name, step, ms, %detail, "reparent step");
+        self.report.steps.push(Step { step, ms, detail });
+        self.step_started = Instant::now();
+    }
+
+    fn finish(mut self, outcome: &'static str, error: Option<String>, buffered_before: u64) -> ReparentReport {
+        self.report.outcome = outcome;
+        self.report.error = error;
+        self.report.total_ms = self.started.elapsed().as_millis() as u64;
+        self.report.buffered =
+            self.cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed) - buffered_before;
+        self.report
+    }
+}
+
+/// Pick the most advanced reachable replica of `old` (by GTID position).
+async fn pick_candidate(cluster: &ClusterHandle, old: &str) -> Result<String, ReparentError> {
+    let settings = cluster.settings();
+    let mut best: Option<(u64, String)> = None;
+    let mut why = Vec::new();
+    for addr in settings.servers.iter().filter(|s| *s != old) {
+        match Server::connect(addr, &settings.admin).await {
+            Ok(mut s) => {
+                let pos = s.gtid_current_pos().await.unwrap_or_default();
+                let repl = s.replication().await.ok().flatten();
+                s.close().await;
+                if repl.as_ref().is_none_or(|r| r.source != old) {
+                    why.push(format!("{addr} does not replicate from {old}"));
+                    continue;
+                }
+                let score: u64 = pos.split(',').filter_map(|g| gtid::parse_gtid(g.trim())).map(|g| g.2).sum();
+                if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                    best = Some((score, addr.clone()));
+                }
+            }
+            Err(e) => why.push(e.to_string()),
+        }
+    }
+    best.map(|(_, a)| a).ok_or_else(|| ReparentError::BadCandidate(format!("no healthy replica to promote: {}", why.join("; "))))
+}
+
+/// Run a planned reparent of `cluster` to `to` (or the most advanced replica).
+pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option<&str>) -> Result<ReparentReport, ReparentError> {
+    let _lock = cluster.reparent_lock.try_lock().map_err(|_| ReparentError::AlreadyRunning(cluster.name.clone()))?;
+    let settings = cluster.settings();
+    let topo = store.current();
+    let record = topo.cluster(&cluster.name).cloned().ok_or_else(|| ReparentError::NoRecord(cluster.name.clone()))?;
+    let old = record.primary.clone();
+    let candidate = match to {
+        Some(t) if t == old => return Err(ReparentError::BadCandidate(format!("{t} is already the primary"))),
+        Some(t) if !settings.servers.iter().any(|s| s == t) => {
+            return Err(ReparentError::BadCandidate(format!("{t} is not a server of cluster {}", cluster.name)))
+        }
+        Some(t) => t.to_string(),
+        None => pick_candidate(cluster, &old).await?,
+    };
+    let buffered_before = cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed);
+    let now = Instant::now();
+    let mut run = Run {
+        report: ReparentReport {
+            cluster: cluster.name.clone(),
+            outcome: "ok",
+            from: old.clone(),
+            to: candidate.clone(),
+            term: record.term,
+            steps: Vec::new(),
+            error: None,
+            total_ms: 0,
+            buffered: 0,
+        },
+        started: now,
+        step_started: now,
+        cluster,
+    };
+
+    // 0. Prepare, while the old primary still serves.
+    let mut cand = Server::connect(&candidate, &settings.admin)
+        .await
+        .map_err(|e| ReparentError::BadCandidate(format!("candidate {e}")))?;
+    let mut oldc = Server::connect(&old, &settings.admin)
+        .await
+        .map_err(|e| ReparentError::BadCandidate(format!("current primary {e}")))?;
+    match cand.replication().await {
+        Ok(Some(r)) if r.source == old => {}
+        Ok(Some(r)) => return Err(ReparentError::BadCandidate(format!("{candidate} replicates from {}, not {old}", r.source))),
+        Ok(None) => return Err(ReparentError::BadCandidate(format!("{candidate} is not a replica"))),
+        Err(e) => return Err(ReparentError::BadCandidate(e.to_string())),
+    }
+    let snapshot = oldc.gtid_binlog_pos().await.unwrap_or_default();
+    let caught = cand.wait_for_gtid(&snapshot, settings.prepare_timeout).await.unwrap_or(false);
+    run.step("prepare", if caught { format!("{candidate} reached {snapshot}") } else { format!("{candidate} still behind {snapshot}; continuing") });
+
+    // 1. Announce: the gate holds new requests from here on.
+    let Some(episode) = cluster.gate.begin(record.term, &old, &format!("planned reparent to {candidate}"), true) else {
+        unreachable!("planned episodes are never skipped")
+    };
+    run.step("announce", format!("buffering at term {} (episode {episode})", record.term));
+
+    // 2. Grace: open transactions may finish.
+    let left = cluster.gate.wait_inactive(settings.transaction_grace).await;
+    run.step("grace", if left == 0 { "no open transactions".to_string() } else { format!("{left} session(s) still active; ending them") });
+
+    // Undo: the old primary writable again at the same term; release the held requests to it.
+    async fn undo(run: &mut Run<'_>, oldc: &mut Server, cand: &mut Server, reset: bool, old: &str, episode: u64) {
+        let s = run.cluster.settings();
+        let mut notes = Vec::new();
+        if reset {
+            if let Err(e) = cand.replicate_from(old, &s.repl_user, &s.repl_password, false).await {
+                notes.push(format!("candidate not repointed: {e}"));
+            }
+            let _ = cand.exec("SET GLOBAL read_only=ON").await;
+        }
+        match oldc.exec("SET GLOBAL read_only=OFF").await {
+            Ok(()) => notes.push(format!("{old} writable again")),
+            Err(e) => notes.push(format!("{old} could not be made writable: {e}")),
+        }
+        run.cluster.gate.release(episode);
+        run.step("undo", notes.join("; "));
+    }
+
+    // 3. Revoke: read-only, verified; end the remaining client sessions; final position.
+    let revoke = async {
+        oldc.exec("SET GLOBAL read_only=ON").await?;
+        if !oldc.read_only().await? {
+            return Err(crate::server::ServerError::Query { addr: old.clone(), why: "read_only did not stick".into() });
+        }
+        let killed = oldc.kill_clients(&settings.admin.user).await?;
+        let pos = oldc.gtid_binlog_pos().await?;
+        Ok((killed, pos))
+    };
+    let final_pos = match revoke.await {
+        Ok((killed, pos)) => {
+            run.step("revoke", format!("{old} read_only=ON; {killed} connection(s) killed; final position {pos}"));
+            pos
+        }
+        Err(e) => {
+            let err = format!("revoke failed: {e}");
+            undo(&mut run, &mut oldc, &mut cand, false, &old, episode).await;
+            return Ok(run.finish("undone", Some(err), buffered_before));
+        }
+    };
+
+    // 4. Establish: catch up, promote, publish at term + 1.
+    match cand.wait_for_gtid(&final_pos, settings.catchup_timeout).await {
+        Ok(true) => run.step("catch_up", format!("{candidate} applied {final_pos}")),
+        other => {
+            let err = match other {
+                Ok(_) => format!("{candidate} did not reach {final_pos} within {} ms", settings.catchup_timeout.as_millis()),
+                Err(e) => format!("catch-up failed: {e}"),
+            };
+            undo(&mut run, &mut oldc, &mut cand, false, &old, episode).await;
+            return Ok(run.finish("undone", Some(err), buffered_before));
+        }
+    }
+    let promote = async {
+        cand.exec("STOP SLAVE").await?;
+        cand.exec("RESET SLAVE ALL").await?;
+        cand.exec("SET GLOBAL read_only=OFF").await
+    };
+    if let Err(e) = promote.await {
+        let err = format!("promote failed: {e}");
+        undo(&mut run, &mut oldc, &mut cand, true, &old, episode).await;
+        return Ok(run.finish("undone", Some(err), buffered_before));
+    }
+    run.step("promote", format!("{candidate} stopped replicating and is writable"));
+    let term = record.term + 1;
+    let new_record = ClusterRecord { primary: candidate.clone(), term, servers: record.servers.clone() };
+    if let Err(e) = store.put_cluster(&cluster.name, new_record).await {
+        let err = format!("publishing the new primary failed: {e}");
+        undo(&mut run, &mut oldc, &mut cand, true, &old, episode).await;
+        return Ok(run.finish("undone", Some(err), buffered_before));
+    }
+    run.report.term = term;
+    run.step("publish", format!("topology names {candidate} at term {term}"));
+
+    // 5. Repoint the old primary and the other replicas at the new primary.
+    let mut notes = Vec::new();
+    if let Err(e) = oldc.replicate_from(&candidate, &settings.repl_user, &settings.repl_password, true).await {
+        notes.push(format!("{old}: {e}"));
+    }
+    for addr in settings.servers.iter().filter(|s| **s != old && **s != candidate) {
+        let r = async {
+            let mut s = Server::connect(addr, &settings.admin).await?;
+            let r = s.replicate_from(&candidate, &settings.repl_user, &settings.repl_password, false).await;
+            s.close().await;
+            r
+        };
+        if let Err(e) = r.await {
+            notes.push(format!("{addr}: {e}"));
+        }
+    }
+    run.step("repoint", if notes.is_empty() { "all servers replicate from the new primary".to_string() } else { notes.join("; ") });
+    oldc.close().await;
+    cand.close().await;
+
+    // 6. Verify: the supervisor releases the gate once every condition holds.
+    let mut rx = cluster.gate.watch();
+    let deadline = settings.max_failover_duration;
+    let left = tokio::time::timeout(deadline, rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering)).await;
+    let report = cluster.conditions.borrow().clone();
+    match left {
+        Ok(_) if report.episode == episode && report.all_hold => {
+            run.step("verify", "every leadership condition holds; draining");
+            Ok(run.finish("ok", None, buffered_before))
+        }
+        _ => {
+            let failing = report.failing().join("; ");
+            run.step("verify", format!("not every condition held: {failing}"));
+            Ok(run.finish("held", Some(format!("conditions not met: {failing}")), buffered_before))
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Talking to one MariaDB server as the control plane: read_only, GTID positions,
+//! replication, semi-sync, connection kills. Every call has a timeout; a server
+//! that does not answer in time counts as unreachable.
+
+use std::time::Duration;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder, Row};
+
+/// Login for control-plane connections.
+#[derive(Clone)]
+pub struct AdminLogin {
+    pub user: String,
+    pub password: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for AdminLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminLogin").field("user", &self.user).finish()
+    }
+}
+
+/// What went wrong talking to a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{addr}: unreachable ({why})")]
+    Unreachable { addr: String, why: String },
+    #[error("{addr}: {why}")]
+    Query { addr: String, why: String },
+}
+
+/// Replication as `SHOW SLAVE STATUS` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replication {
+    pub source: String,
+    pub io_running: bool,
+    pub sql_running: bool,
+    pub lag_seconds: Option<u64>,
+    pub last_error: String,
+}
+
+/// One open control-plane connection to a server.
+pub struct Server {
+    pub addr: String,
+    conn: Conn,
+    timeout: Duration,
+}
+
+impl Server {
+    /// Connect (bounded by the login's timeout).
+    pub async fn connect(addr: &str, login: &AdminLogin) -> Result<Server, ServerError> {
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3306"));
+        let opts: Opts = OptsBuilder::default()
+            .ip_or_hostname(host)
+            .tcp_port(port.parse().unwrap_or(3306))
+            .user(Some(&login.user))
+            .pass(Some(&login.password))
+            .prefer_socket(false)
+            .into();
+        let unreachable = |why: String| ServerError::Unreachable { addr: addr.to_string(), why };
+        match tokio::time::timeout(login.timeout, Conn::new(opts)).await {
+            Ok(Ok(conn)) => Ok(Server { addr: addr.to_string(), conn, timeout: login.timeout }),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable(format!("no answer within {} ms", login.timeout.as_millis()))),
+        }
+    }
+
+    async fn run<T, F>(&mut self, what: &str, timeout: Duration, f: F) -> Result<T, ServerError>
+    where
+        F: for<'c> FnOnce(&'c mut Conn) -> std::pin::Pin<Box<dyn std::future::Future<Output = mysql_async::Result<T>> + Send + 'c>>,
+    {
+        let addr = self.addr.clone();
+        match tokio::time::timeout(timeout, f(&mut self.conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(mysql_async::Error::Io(e))) => Err(ServerError::Unreachable { addr, why: e.to_string() }),
+            Ok(Err(e)) => Err(ServerError::Query { addr, why: format!("{what}: {e}") }),
+            Err(_) => Err(ServerError::Unreachable { addr, why: format!("{what}: no answer within {} ms", timeout.as_millis()) }),
+        }
+    }
+
+    /// Run statements that return nothing.
+    pub async fn exec(&mut self, sql: &str) -> Result<(), ServerError> {
+        let sql = sql.to_string();
+        let t = self.timeout;
+        self.run("exec", t, move |c| Box::pin(async move { c.query_drop(sql).await })).await
+    }
+
+    /// One scalar as a string (NULL as "").
+    pub async fn scalar(&mut self, sql: &str) -> Result<String, ServerError> {
+        let sql = sql.to_string();
+        let t = self.timeout;
+        let v: Option<Option<String>> = self.run("query", t, move |c| Box::pin(async move { c.query_first(sql).await })).await?;
+        Ok(v.flatten().unwrap_or_default())
+    }
+
+    pub async fn read_only(&mut self) -> Result<bool, ServerError> {
+        Ok(self.scalar("SELECT @@GLOBAL.read_only").await? == "1")
+    }
+
+    pub async fn gtid_binlog_pos(&mut self) -> Result<String, ServerError> {
+        self.scalar("SELECT @@GLOBAL.gtid_binlog_pos").await
+    }
+
+    pub async fn gtid_current_pos(&mut self) -> Result<String, ServerError> {
+        self.scalar("SELECT @@GLOBAL.gtid_current_pos").await
+    }
+
+    /// `SHOW SLAVE STATUS`, or None when the server does not replicate.
+    pub async fn replication(&mut self) -> Result<Option<Replication>, ServerError> {
+        let t = self.timeout;
+        let row: Option<Row> = self.run("SHOW SLAVE STATUS", t, |c| Box::pin(async move { c.query_first("SHOW SLAVE STATUS").await })).await?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |name: &str| -> String {
+            row.columns_ref()
+                .iter()
+                .position(|c| c.name_str() == name)
+                .and_then(|i| row.as_ref(i).cloned())
+                .and_then(|v| mysql_async::from_value_opt::<Option<String>>(v).ok().flatten())
+                .unwrap_or_default()
+        };
+        let host = get("Master_Host");
+        if host.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Replication {
+            source: format!("{host}:{}", get("Master_Port")),
+            io_running: get("Slave_IO_Running") == "Yes",
+            sql_running: get("Slave_SQL_Running") == "Yes",
+            lag_seconds: get("Seconds_Behind_Master").parse().ok(),
+            last_error: [get("Last_IO_Error"), get("Last_SQL_Error")].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("; "),
+        }))
+    }
+
+    /// A global status variable as a number (0 if missing).
+    pub async fn status_u64(&mut self, name: &str) -> Result<u64, ServerError> {
+        let sql = format!("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = '{}'", name.to_uppercase());
+        Ok(self.scalar(&sql).await?.parse().unwrap_or(0))
+    }
+
+    /// Wait until this server has applied `pos`; false on timeout.
+    pub async fn wait_for_gtid(&mut self, pos: &str, timeout: Duration) -> Result<bool, ServerError> {
+        let sql = format!("SELECT MASTER_GTID_WAIT('{}', {})", pos.replace('\'', ""), timeout.as_secs_f64());
+        let t = timeout + self.timeout;
+        let v: Option<i64> = self.run("MASTER_GTID_WAIT", t, move |c| Box::pin(async move { c.query_first(sql).await })).await?;
+        Ok(v == Some(0))
+    }
+
+    /// Kill every client connection except replication streams, system threads
+    /// and the control plane's own user. Returns how many were killed.
+    pub async fn kill_clients(&mut self, keep_user: &str) -> Result<usize, ServerError> {
+        let sql = format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
+             AND USER NOT IN ('system user', 'event_scheduler', '{}') \
+             AND COMMAND NOT IN ('Binlog Dump', 'Daemon', 'Slave_IO', 'Slave_SQL', 'Slave_worker')",
+            keep_user.replace('\'', "")
+        );
+        let t = self.timeout;
+        let ids: Vec<u64> = self.run("processlist", t, move |c| Box::pin(async move { c.query(sql).await })).await?;
+        for id in &ids {
+            // The connection may have gone by itself meanwhile: ignore "unknown thread".
+            let _ = self.exec(&format!("KILL CONNECTION {id}")).await;
+        }
+        Ok(ids.len())
+    }
+
+    /// Point this server's replication at `source` (GTID, slave_pos).
+    pub async fn replicate_from(&mut self, source: &str, user: &str, password: &str, reset_slave_pos: bool) -> Result<(), ServerError> {
+        let (host, port) = source.rsplit_once(':').unwrap_or((source, "3306"));
+        self.exec("STOP SLAVE").await?;
+        if reset_slave_pos {
+            // An old primary's gtid_slave_pos is stale: start from what it has.
+            self.exec("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos").await?;
+        }
+        self.exec(&format!(
+            "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{}', MASTER_PASSWORD='{}', \
+             MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+            host.replace('\'', ""),
+            port.parse::<u16>().unwrap_or(3306),
+            user.replace('\'', ""),
+            password.replace('\'', "''"),
+        ))
+        .await?;
+        self.exec("START SLAVE").await
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.disconnect().await;
+    }
+}

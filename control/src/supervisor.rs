@@ -1,0 +1,56 @@
+//! The per-cluster supervisor: while the gate buffers, it re-checks every
+//! leadership condition (every `check_interval`, and whenever the topology
+//! changes) and releases the gate only when all hold; past the max failover
+//! duration it fails the held requests. It reads state (the gate's status, the
+//! topology) each round, so nothing it needs can be missed.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::ClusterHandle;
+use crate::conditions;
+use crate::gate::{GateError, Phase};
+use crate::topology::Topology;
+
+/// Run until `stop` is cancelled.
+pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Arc<Topology>>, stop: CancellationToken) {
+    let mut gate_rx = cluster.gate.watch();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = gate_rx.wait_for(|s| s.phase == Phase::Buffering) => if r.is_err() { return },
+        }
+        let episode = cluster.gate.status().episode;
+        loop {
+            let status = cluster.gate.status();
+            if status.episode != episode || status.phase != Phase::Buffering {
+                break;
+            }
+            let settings = cluster.settings();
+            if status.since.is_some_and(|t| t.elapsed() >= settings.max_failover_duration) {
+                cluster.gate.fail(episode, GateError::MaxDuration);
+                break;
+            }
+            let snapshot = topo.borrow_and_update().clone();
+            let prev = cluster.conditions.borrow().clone();
+            let report = conditions::evaluate(&cluster, &snapshot, &status, &prev).await;
+            let all = report.all_hold;
+            if !all && report.failing() != prev.failing() {
+                tracing::info!(cluster = %cluster.name, episode, failing = ?report.failing(), "leadership conditions");
+            }
+            cluster.conditions.send_replace(report);
+            if all {
+                tracing::info!(cluster = %cluster.name, episode, "every leadership condition holds; releasing");
+                cluster.gate.release(episode);
+                break;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(settings.check_interval) => {}
+                _ = topo.changed() => {}
+            }
+        }
+    }
+}
