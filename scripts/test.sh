@@ -7,16 +7,26 @@ scripts/setup.sh
 cargo build --workspace --all-targets
 work=$(mktemp -d /tmp/baton-test.XXXXXX)
 chmod 755 "$work"   # mariadbd runs as user mysql and must reach its data dir
-info="$work/cluster.json"
-target/debug/baton-stack cluster --info "$info" --dir "$work/cluster" > "$work/stack.log" 2>&1 &
-stack=$!
-cleanup() { kill -TERM "$stack" 2>/dev/null || true; wait "$stack" 2>/dev/null || true; rm -rf "$work"; }
+# Two clusters: one shared by the tests that leave topology alone, one for the
+# tests that move the primary (reparents), which run one at a time.
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
-for _ in $(seq 1 600); do
-  [ -f "$info" ] && break
-  kill -0 "$stack" 2>/dev/null || { cat "$work/stack.log"; echo "cluster failed to start" >&2; exit 1; }
-  sleep 0.1
+for name in shared reparent; do
+  target/debug/baton-stack cluster --info "$work/$name.json" --dir "$work/$name" > "$work/$name.log" 2>&1 &
+  pids+=($!)
 done
-[ -f "$info" ] || { cat "$work/stack.log"; echo "cluster did not start in 60 s" >&2; exit 1; }
-export BATON_TEST_CLUSTER="$info"
+for name in shared reparent; do
+  for _ in $(seq 1 900); do
+    [ -f "$work/$name.json" ] && break
+    sleep 0.1
+  done
+  [ -f "$work/$name.json" ] || { cat "$work/$name.log"; echo "cluster $name did not start" >&2; exit 1; }
+done
+export BATON_TEST_CLUSTER="$work/shared.json"
+export BATON_TEST_CLUSTER_REPARENT="$work/reparent.json"
 cargo test --workspace --all-targets "$@"

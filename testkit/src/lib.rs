@@ -39,8 +39,13 @@ pub struct ClusterInfo {
 impl ClusterInfo {
     /// The cluster the test command started (`BATON_TEST_CLUSTER`).
     pub fn from_env() -> ClusterInfo {
-        let path = std::env::var("BATON_TEST_CLUSTER").unwrap_or_else(|_| {
-            panic!("BATON_TEST_CLUSTER is not set: run the tests with scripts/test.sh, which starts the MariaDB cluster")
+        Self::from_var("BATON_TEST_CLUSTER")
+    }
+
+    /// The cluster described by the file named in environment variable `var`.
+    pub fn from_var(var: &str) -> ClusterInfo {
+        let path = std::env::var(var).unwrap_or_else(|_| {
+            panic!("{var} is not set: run the tests with scripts/test.sh, which starts the MariaDB clusters")
         });
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
         serde_json::from_str(&text).expect("cluster info JSON")

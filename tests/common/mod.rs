@@ -95,3 +95,5 @@ pub async fn wait_for<F: FnMut() -> bool>(what: &str, timeout: Duration, mut con
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+pub mod reparent;

@@ -1,0 +1,210 @@
+//! Support for tests that move the primary: the second cluster
+//! (BATON_TEST_CLUSTER_REPARENT), healing it to a known shape, a baton with
+//! short reparent timings, an HTTP client for the admin port, and writers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_testkit::ClusterInfo;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const TOKEN: &str = "test-token";
+
+/// Reparent tests share one cluster and run one at a time.
+pub static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn info() -> ClusterInfo {
+    ClusterInfo::from_var("BATON_TEST_CLUSTER_REPARENT")
+}
+
+pub async fn admin(addr: &str) -> Conn {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port.parse().unwrap())
+        .user(Some("admin"))
+        .pass(Some("admin"))
+        .prefer_socket(false);
+    Conn::new(opts).await.unwrap_or_else(|e| panic!("admin connection to {addr}: {e}"))
+}
+
+pub async fn scalar(c: &mut Conn, sql: &str) -> String {
+    let v: Option<Option<String>> = c.query_first(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    v.flatten().unwrap_or_default()
+}
+
+/// The replication source of `c` ("" when not replicating).
+pub async fn source_of(c: &mut Conn) -> String {
+    let row: Option<mysql_async::Row> = c.query_first("SHOW SLAVE STATUS").await.unwrap();
+    match row {
+        None => String::new(),
+        Some(r) => {
+            let host: String = r.get("Master_Host").unwrap_or_default();
+            let port: String = r.get::<Option<String>, _>("Master_Port").flatten().unwrap_or_default();
+            if host.is_empty() { String::new() } else { format!("{host}:{port}") }
+        }
+    }
+}
+
+/// Bring the cluster to one writable primary with every other server a read-only,
+/// caught-up replica of it. Returns the primary.
+pub async fn heal(info: &ClusterInfo) -> String {
+    let mut primary = None;
+    for s in &info.servers {
+        let mut c = admin(s).await;
+        if scalar(&mut c, "SELECT @@read_only").await == "0" && source_of(&mut c).await.is_empty() {
+            primary = Some(s.clone());
+            break;
+        }
+    }
+    let primary = primary.unwrap_or_else(|| info.servers[0].clone());
+    let mut p = admin(&primary).await;
+    p.query_drop("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF").await.unwrap();
+    let (_, pport) = primary.rsplit_once(':').unwrap();
+    for s in info.servers.iter().filter(|s| **s != primary) {
+        let mut c = admin(s).await;
+        c.query_drop("SET GLOBAL read_only=ON").await.unwrap();
+        let running: Option<mysql_async::Row> = c.query_first("SHOW SLAVE STATUS").await.unwrap();
+        let ok = running.as_ref().is_some_and(|r| {
+            r.get::<String, _>("Slave_IO_Running").as_deref() == Some("Yes")
+                && r.get::<String, _>("Slave_SQL_Running").as_deref() == Some("Yes")
+                && r.get::<Option<String>, _>("Master_Port").flatten().as_deref() == Some(pport)
+        });
+        if !ok {
+            c.query_drop(format!(
+                "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={pport}, MASTER_USER='repl', \
+                 MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE"
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let pos = scalar(&mut p, "SELECT @@gtid_binlog_pos").await;
+    for s in info.servers.iter().filter(|s| **s != primary) {
+        let mut c = admin(s).await;
+        let r = scalar(&mut c, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await;
+        assert_eq!(r, "0", "{s} did not catch up with {primary} at {pos}: {:?}", source_of(&mut c).await);
+    }
+    primary
+}
+
+/// Start baton in front of the reparent cluster with `primary` seeded.
+pub async fn start_baton(info: &ClusterInfo, primary: &str, extra: &str, durability: &str) -> (baton::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+admin_token = "{TOKEN}"
+[topology]
+path = {topo:?}
+{extra}
+[[users]]
+name = "app"
+password = "app"
+[[clusters]]
+name = "main"
+servers = [{servers}]
+primary = {primary:?}
+admin_user = "admin"
+admin_password = "admin"
+repl_password = "repl"
+durability = "{durability}"
+"#,
+        topo = dir.path().join("topology.json").display().to_string(),
+    );
+    let config = baton_control::Config::parse(&text).expect("config");
+    (baton::start(config).await.expect("baton starts"), dir)
+}
+
+/// A minimal HTTP/1.1 client for the admin port: (status, JSON body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: baton\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string())))
+}
+
+/// POST a planned reparent and return (status, report).
+pub async fn reparent(running: &baton::Running, to: &str) -> (u16, serde_json::Value) {
+    http(running.admin_addr, "POST", "/api/v1/clusters/main/reparent", Some(TOKEN), &format!("{{\"to\": \"{to}\"}}")).await
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Autocommit,
+    Transaction,
+    Prepared,
+}
+
+/// What one writer saw.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub acked: Vec<(i64, i64)>,
+    pub errors: Vec<String>,
+}
+
+/// Write rows (writer, seq) as fast as possible until `stop`.
+pub async fn writer(port: u16, w: i64, kind: Kind, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>) -> Outcome {
+    let mut out = Outcome::default();
+    let mut c = Conn::new(super::opts(port, Some("baton_test"))).await.unwrap();
+    let stmt = c.prep("INSERT INTO rp_rows (writer, seq, kind) VALUES (?, ?, 'ps')").await.unwrap();
+    let mut seq = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let r = match kind {
+            Kind::Autocommit => c.query_drop(format!("INSERT INTO rp_rows (writer, seq, kind) VALUES ({w}, {seq}, 'auto')")).await,
+            Kind::Prepared => c.exec_drop(&stmt, (w, seq)).await,
+            Kind::Transaction => {
+                let r = async {
+                    c.query_drop("BEGIN").await?;
+                    c.query_drop(format!("INSERT INTO rp_rows (writer, seq, kind) VALUES ({w}, {seq}, 'tx')")).await?;
+                    c.query_drop(format!("INSERT INTO rp_rows (writer, seq, kind) VALUES ({w}, {}, 'tx')", -seq)).await?;
+                    c.query_drop("COMMIT").await
+                }
+                .await;
+                if r.is_err() {
+                    let _ = c.query_drop("ROLLBACK").await;
+                }
+                r
+            }
+        };
+        match r {
+            Ok(()) => {
+                out.acked.push((w, seq));
+                if let Kind::Transaction = kind {
+                    out.acked.push((w, -seq));
+                }
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => out.errors.push(format!("writer {w} ({kind:?}) seq {seq}: {e}")),
+        }
+    }
+    let _ = c.disconnect().await;
+    out
+}
+
+/// Wait until `counter` reached `target` (with a deadline).
+pub async fn wait_count(counter: &AtomicU64, target: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while counter.load(Ordering::Relaxed) < target {
+        assert!(Instant::now() < deadline, "writers stalled at {} (wanted {target})", counter.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
