@@ -48,7 +48,7 @@ pub fn contains(position: &str, acked: &str) -> Result<(), String> {
         let Some((d, s, n)) = parse_gtid(g.trim()) else { continue };
         match pos.get(&d) {
             Some(&have) if have >= n => {}
-            Some(&have) => return Err(format!("has {d}-?-{have}, needs {d}-{s}-{n}")),
+            Some(&have) => return Err(format!("has only up to seq {have} in domain {d}, needs {d}-{s}-{n}")),
             None => return Err(format!("has nothing of domain {d}, needs {d}-{s}-{n}")),
         }
     }
@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn containment_is_per_domain() {
         assert!(contains("0-1-10,1-2-3", "0-2-8,1-1-3").is_ok());
-        assert!(contains("0-1-7", "0-2-8").unwrap_err().contains("needs 0-2-8"));
+        assert!(contains("0-1-7", "0-2-8").unwrap_err().contains("up to seq 7 in domain 0, needs 0-2-8"));
         assert!(contains("0-1-7", "1-1-1").unwrap_err().contains("nothing of domain 1"));
         assert!(contains("", "").is_ok());
     }
