@@ -14,7 +14,7 @@
 //! period) before it revokes the old primary.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,13 @@ struct Inner {
 
 /// One cluster's gate.
 pub struct Gate {
+    /// Mirrors of `status.phase` / `status.episode` / the active count, read
+    /// without the lock on every command (the hot path).
+    phase: AtomicU8,
+    episode: AtomicU64,
+    active: AtomicUsize,
+    /// Woken when `active` drops to zero while an episode is on.
+    inactive: tokio::sync::Notify,
     inner: Mutex<Inner>,
     tx: watch::Sender<GateStatus>,
     limits: Mutex<BufferLimits>,
@@ -124,7 +131,7 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.gate.update(|i| i.status.active = i.status.active.saturating_sub(1));
+        self.gate.leave();
     }
 }
 
@@ -151,6 +158,10 @@ impl Gate {
         let (tx, _) = watch::channel(status.clone());
         let permits = limits.drain_concurrency.max(1);
         Arc::new(Gate {
+            phase: AtomicU8::new(0),
+            episode: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            inactive: tokio::sync::Notify::new(),
             inner: Mutex::new(Inner { status, queue: VecDeque::new(), next_id: 1, last_end: None }),
             tx,
             limits: Mutex::new(limits),
@@ -176,8 +187,41 @@ impl Gate {
         let mut i = self.lock();
         let r = f(&mut i);
         i.status.queued = i.queue.len();
+        i.status.active = self.active.load(Ordering::SeqCst);
+        self.phase.store(phase_code(i.status.phase), Ordering::SeqCst);
+        self.episode.store(i.status.episode, Ordering::SeqCst);
         self.tx.send_replace(i.status.clone());
         r
+    }
+
+    fn enter(&self) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.inactive.notify_waiters();
+        }
+    }
+
+    /// The phase now, without taking the lock.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Idle,
+            1 => Phase::Buffering,
+            _ => Phase::Draining,
+        }
+    }
+
+    /// The current episode number, without taking the lock (changes with every
+    /// buffering episode; sessions use it to re-check their backend).
+    pub fn episode(&self) -> u64 {
+        self.episode.load(Ordering::SeqCst)
+    }
+
+    /// Sessions executing a command or inside a transaction now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
     }
 
     /// The gate's state, as watched state.
@@ -186,18 +230,29 @@ impl Gate {
     }
 
     pub fn status(&self) -> GateStatus {
-        self.tx.borrow().clone()
+        let mut s = self.tx.borrow().clone();
+        s.active = self.active();
+        s
     }
 
     /// Pass the gate: at once when idle or draining; when buffering, wait in line
     /// until released (or fail with the reason the request was evicted).
     pub async fn admit(self: &Arc<Self>) -> Result<Admission, GateError> {
+        // Fast path: idle. Counted as active first, then the phase re-checked, so a
+        // reparent that announces meanwhile either sees us active or we see it.
+        if self.phase.load(Ordering::SeqCst) == 0 {
+            self.enter();
+            if self.phase.load(Ordering::SeqCst) == 0 {
+                return Ok(Admission { gate: self.clone(), _drain_permit: None });
+            }
+            self.leave();
+        }
         let limits = self.limits();
         let (id, rx) = {
             let mut evicted = None;
             let r = self.update(|i| match i.status.phase {
                 Phase::Idle | Phase::Draining => {
-                    i.status.active += 1;
+                    self.enter();
                     None
                 }
                 Phase::Buffering => {
@@ -313,7 +368,7 @@ impl Gate {
                 }
                 match i.queue.pop_front() {
                     Some(w) => {
-                        i.status.active += 1;
+                        self.enter();
                         Ok(Some(w))
                     }
                     None => {
@@ -335,7 +390,7 @@ impl Gate {
                     }
                     Err(_) => {
                         self.counters.evicted_client_gone.fetch_add(1, Ordering::Relaxed);
-                        self.update(|i| i.status.active = i.status.active.saturating_sub(1));
+                        self.leave();
                     }
                 },
             }
@@ -367,9 +422,24 @@ impl Gate {
     /// Wait until no session is active (executing or in a transaction), up to `timeout`.
     /// Returns the number still active.
     pub async fn wait_inactive(&self, timeout: Duration) -> usize {
-        let mut rx = self.watch();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| s.active == 0)).await;
-        self.status().active
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inactive.notified();
+            if self.active() == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.active();
+            }
+        }
+    }
+}
+
+fn phase_code(p: Phase) -> u8 {
+    match p {
+        Phase::Idle => 0,
+        Phase::Buffering => 1,
+        Phase::Draining => 2,
     }
 }
 
@@ -434,7 +504,8 @@ mod tests {
         assert_eq!(c.buffered.load(Ordering::Relaxed), 3);
         assert_eq!(c.drained.load(Ordering::Relaxed), 3);
         let mut rx = gate.watch();
-        rx.wait_for(|s| s.phase == Phase::Idle && s.active == 0).await.unwrap();
+        rx.wait_for(|s| s.phase == Phase::Idle).await.unwrap();
+        assert_eq!(gate.wait_inactive(Duration::from_secs(5)).await, 0);
     }
 
     #[tokio::test]

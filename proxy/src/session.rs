@@ -72,6 +72,8 @@ pub struct Session {
     backend: Option<Backend>,
     /// The topology term of the primary `backend` is connected to.
     backend_term: u64,
+    /// The gate episode when `backend` was last checked for staleness.
+    checked_episode: u64,
     state: SessionState,
     /// Held while a transaction is open: the session stays on its backend and
     /// counts as active for the reparent's grace period.
@@ -142,6 +144,7 @@ impl Session {
             cluster,
             backend: Some(backend),
             backend_term: term,
+            checked_episode: 0,
             state: SessionState::new(hello.db),
             pin: None,
             long_data_pending: false,
@@ -295,7 +298,7 @@ impl Session {
                 self.client.send(1, &e.payload()).await?;
                 return Ok(());
             }
-            let in_episode = self.cluster.gate.status().phase != Phase::Idle;
+            let in_episode = self.cluster.gate.phase() != Phase::Idle;
             match self.execute(&payload, !pinned || in_episode).await {
                 Ok(Relayed::Done(_)) => {}
                 Ok(Relayed::ReadOnly(err)) if pinned => {
@@ -363,12 +366,20 @@ impl Session {
     /// Make sure the backend session is alive and on the primary the topology names
     /// now; otherwise log in there and restore the session's state.
     async fn ensure_backend(&mut self) -> std::result::Result<(), MysqlErrorOrRaw> {
-        let current = self.ctx.primary_of(&self.cluster.name);
-        if let (Some(b), Some((addr, term))) = (&self.backend, &current) {
-            if b.addr == *addr && self.backend_term == *term && !b.is_stale() {
+        // Hot path: same primary at the same term, and no buffering episode since the
+        // last check (an episode may have killed idle connections: then look).
+        let episode = self.cluster.gate.episode();
+        if let Some(b) = &self.backend {
+            let same = {
+                let topo = self.ctx.topology.borrow();
+                topo.cluster(&self.cluster.name).is_some_and(|r| r.term == self.backend_term && r.primary == b.addr)
+            };
+            if same && (episode == self.checked_episode || !b.is_stale()) {
+                self.checked_episode = episode;
                 return Ok(());
             }
         }
+        self.checked_episode = episode;
         self.backend = None;
         let db = self.state.schema.clone();
         let mut login = Login {
