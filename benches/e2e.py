@@ -83,6 +83,9 @@ def rss_kib(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--time", type=int, default=10, help="seconds per sysbench run")
+    ap.add_argument("--cases", default="oltp_point_select:1,oltp_point_select:4,oltp_point_select:16,oltp_read_write:4,oltp_read_write:16",
+                    help="comma-separated workload:threads")
+    ap.add_argument("--no-rss", action="store_true", help="skip the 1,000 idle connections RSS measurement")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="baton-bench-")
     os.chmod(work, 0o755)  # mariadbd runs as user mysql and must reach its data dir
@@ -152,8 +155,8 @@ primary = "{primary}"
                        check=True, capture_output=True)
         targets = [("direct", direct), ("haproxy", hp), ("baton", bp)]
         rows = []
-        for workload, threads in [("oltp_point_select", 1), ("oltp_point_select", 4), ("oltp_point_select", 16),
-                                  ("oltp_read_write", 4), ("oltp_read_write", 16)]:
+        cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
+        for workload, threads in cases:
             r = {}
             for name, port in targets:
                 r[name] = sysbench(port, workload, threads, args.time)
@@ -171,6 +174,8 @@ primary = "{primary}"
                   f"| {d['p95']:.2f}/{h['p95']:.2f}/{b['p95']:.2f} | {d['p99']:.2f}/{h['p99']:.2f}/{b['p99']:.2f} "
                   f"| {d['avg']:.3f}/{h['avg']:.3f}/{b['avg']:.3f} | {b['errors']} |")
 
+        if args.no_rss:
+            return
         # RSS with 1,000 idle client connections (each with its backend session).
         import pymysql
         before = rss_kib(baton.pid)

@@ -115,6 +115,10 @@ pub struct Gate {
     active: AtomicUsize,
     /// Woken when `active` drops to zero while an episode is on.
     inactive: tokio::sync::Notify,
+    /// Set while a reparent's prepare step slows writers down so the candidate can
+    /// catch up: admissions then take a permit of `throttle`.
+    throttled: std::sync::atomic::AtomicBool,
+    throttle: Mutex<Option<Arc<Semaphore>>>,
     inner: Mutex<Inner>,
     tx: watch::Sender<GateStatus>,
     limits: Mutex<BufferLimits>,
@@ -127,6 +131,7 @@ pub struct Gate {
 pub struct Admission {
     gate: Arc<Gate>,
     _drain_permit: Option<OwnedSemaphorePermit>,
+    _throttle_permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Admission {
@@ -136,9 +141,10 @@ impl Drop for Admission {
 }
 
 impl Admission {
-    /// Drop the drain permit (the drained command is done) but stay active.
+    /// Drop the drain and throttle permits (the command is done) but stay active.
     pub fn finish_drain(&mut self) {
         self._drain_permit = None;
+        self._throttle_permit = None;
     }
 }
 
@@ -162,6 +168,8 @@ impl Gate {
             episode: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             inactive: tokio::sync::Notify::new(),
+            throttled: std::sync::atomic::AtomicBool::new(false),
+            throttle: Mutex::new(None),
             inner: Mutex::new(Inner { status, queue: VecDeque::new(), next_id: 1, last_end: None }),
             tx,
             limits: Mutex::new(limits),
@@ -241,9 +249,17 @@ impl Gate {
         // Fast path: idle. Counted as active first, then the phase re-checked, so a
         // reparent that announces meanwhile either sees us active or we see it.
         if self.phase.load(Ordering::SeqCst) == 0 {
+            let mut throttle_permit = None;
+            if self.throttled.load(Ordering::SeqCst) {
+                let sem = self.throttle.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(sem) = sem {
+                    // Closed when the throttle ends: then carry on as usual.
+                    throttle_permit = sem.acquire_owned().await.ok();
+                }
+            }
             self.enter();
             if self.phase.load(Ordering::SeqCst) == 0 {
-                return Ok(Admission { gate: self.clone(), _drain_permit: None });
+                return Ok(Admission { gate: self.clone(), _drain_permit: None, _throttle_permit: throttle_permit });
             }
             self.leave();
         }
@@ -271,7 +287,7 @@ impl Gate {
                 let _ = w.tx.send(Err(GateError::BufferFull));
             }
             match r {
-                None => return Ok(Admission { gate: self.clone(), _drain_permit: None }),
+                None => return Ok(Admission { gate: self.clone(), _drain_permit: None, _throttle_permit: None }),
                 Some(x) => {
                     self.counters.buffered.fetch_add(1, Ordering::Relaxed);
                     x
@@ -283,7 +299,7 @@ impl Gate {
         match result {
             Ok(Ok(Ok(permit))) => {
                 std::mem::forget(guard);
-                Ok(Admission { gate: self.clone(), _drain_permit: permit })
+                Ok(Admission { gate: self.clone(), _drain_permit: permit, _throttle_permit: None })
             }
             Ok(Ok(Err(e))) => {
                 std::mem::forget(guard);
@@ -302,12 +318,30 @@ impl Gate {
         }
     }
 
+    /// Slow writers down while the primary still serves: at most `concurrency`
+    /// commands outside transactions at once (`None` ends it). A reparent uses it
+    /// when the candidate cannot catch up with the live write load, so the write
+    /// pause does not have to cover a long replication lag.
+    pub fn set_throttle(&self, concurrency: Option<usize>) {
+        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = t.take() {
+            old.close();
+        }
+        if let Some(n) = concurrency {
+            *t = Some(Arc::new(Semaphore::new(n.max(1))));
+        }
+        self.throttled.store(t.is_some(), Ordering::SeqCst);
+    }
+
     /// Begin buffering at topology term `term` with `old_primary` as the primary to
     /// revoke. A reactive episode (`planned == false`) is skipped when the previous
     /// episode ended less than `min_time_between_failovers` ago. Returns the episode
     /// number, or `None` if skipped.
     pub fn begin(&self, term: u64, old_primary: &str, reason: &str, planned: bool) -> Option<u64> {
         let min_gap = self.limits().min_time_between_failovers;
+        if planned {
+            self.set_throttle(None);
+        }
         let r = self.update(|i| {
             if i.status.phase == Phase::Buffering {
                 if planned {
@@ -321,6 +355,7 @@ impl Gate {
             }
             i.status.phase = Phase::Buffering;
             i.status.episode += 1;
+            self.set_throttle(None);
             i.status.start_term = term;
             i.status.old_primary = old_primary.to_string();
             i.status.reason = reason.to_string();
@@ -526,6 +561,28 @@ mod tests {
         let c = &gate.counters;
         assert_eq!(c.buffered.load(Ordering::Relaxed), 2);
         assert_eq!(c.evicted_full.load(Ordering::Relaxed) + c.evicted_window.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn throttle_limits_concurrency_and_announce_lifts_it() {
+        let gate = Gate::new(limits());
+        gate.set_throttle(Some(1));
+        let first = gate.admit().await.unwrap();
+        let g = gate.clone();
+        let second = tokio::spawn(async move { g.admit().await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "a second command waits for the throttle");
+        drop(first);
+        second.await.unwrap().unwrap();
+        let held = gate.admit().await.unwrap();
+        let g = gate.clone();
+        let waiting = tokio::spawn(async move { g.admit().await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        let ep = gate.begin(1, "a", "planned", true).unwrap();
+        gate.watch().wait_for(|s| s.queued == 1).await.unwrap();
+        drop(held);
+        gate.release(ep);
+        waiting.await.unwrap().unwrap();
     }
 
     #[tokio::test]

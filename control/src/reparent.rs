@@ -16,6 +16,13 @@ use crate::server::Server;
 use crate::store::FileStore;
 use crate::topology::ClusterRecord;
 
+/// Prepare ends once the candidate reaches a fresh snapshot of the primary's
+/// position within this long, i.e. its replication lag is about this small.
+const PREPARE_LAG: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Commands outside transactions allowed at once while the prepare step throttles.
+const PREPARE_THROTTLE: usize = 2;
+
 /// One step's outcome and duration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -151,9 +158,36 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
         Ok(None) => return Err(ReparentError::BadCandidate(format!("{candidate} is not a replica"))),
         Err(e) => return Err(ReparentError::BadCandidate(e.to_string())),
     }
-    let snapshot = oldc.gtid_binlog_pos().await.unwrap_or_default();
-    let caught = cand.wait_for_gtid(&snapshot, settings.prepare_timeout).await.unwrap_or(false);
-    run.step("prepare", if caught { format!("{candidate} reached {snapshot}") } else { format!("{candidate} still behind {snapshot}; continuing") });
+    // Catch up with the live primary until a fresh snapshot is reached quickly: then
+    // the lag left for the pause is small.
+    let prepare_deadline = Instant::now() + settings.prepare_timeout;
+    let throttle_at = Instant::now() + (settings.prepare_timeout / 2).min(std::time::Duration::from_secs(2));
+    let mut throttled = false;
+    let mut caught = None;
+    let mut snapshot = String::new();
+    while Instant::now() < prepare_deadline {
+        if !throttled && Instant::now() >= throttle_at {
+            // The candidate does not converge under the full write load: slow
+            // writers down (still serving, no errors) so it can.
+            cluster.gate.set_throttle(Some(PREPARE_THROTTLE));
+            throttled = true;
+        }
+        snapshot = oldc.gtid_binlog_pos().await.unwrap_or_default();
+        let t = Instant::now();
+        let limit = prepare_deadline.saturating_duration_since(t).min(std::time::Duration::from_secs(1));
+        if cand.wait_for_gtid(&snapshot, limit).await.unwrap_or(false) && t.elapsed() <= PREPARE_LAG {
+            caught = Some(t.elapsed());
+            break;
+        }
+    }
+    let how = if throttled { format!(" (writers throttled to {PREPARE_THROTTLE} at a time)") } else { String::new() };
+    run.step(
+        "prepare",
+        match caught {
+            Some(lag) => format!("{candidate} within {} ms of {old} ({snapshot}){how}", lag.as_millis()),
+            None => format!("{candidate} still behind {old} after {} ms{how}; continuing", settings.prepare_timeout.as_millis()),
+        },
+    );
 
     // 1. Announce: the gate holds new requests from here on.
     let Some(episode) = cluster.gate.begin(record.term, &old, &format!("planned reparent to {candidate}"), true) else {
