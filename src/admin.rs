@@ -29,6 +29,7 @@ pub struct AdminState {
     pub store: FileStore,
     pub clusters: Registry,
     pub token: Option<Arc<str>>,
+    pub metrics: Arc<baton_control::metrics::Metrics>,
 }
 
 fn error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
@@ -103,7 +104,16 @@ async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, 
             return error(StatusCode::NOT_FOUND, "not_found", format!("{t} is not a server of cluster {name}"));
         }
     }
-    match reparent::planned(&handle, &state.store, to.as_deref()).await {
+    let result = reparent::planned(&handle, &state.store, to.as_deref()).await;
+    match &result {
+        Ok(r) => {
+            let steps: Vec<(String, u64)> = r.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
+            state.metrics.reparent(&name, r.outcome, &steps);
+        }
+        Err(ReparentError::AlreadyRunning(_)) => {}
+        Err(_) => state.metrics.reparent(&name, "refused", &[]),
+    }
+    match result {
         Ok(report) => {
             let status = if report.outcome == "ok" { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
             (status, Json(report)).into_response()
@@ -114,9 +124,17 @@ async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, 
     }
 }
 
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let topo = state.store.current();
+    let terms = topo.clusters.iter().map(|(n, r)| (n.clone(), r.term)).collect();
+    let body = state.metrics.render(&state.clusters, &terms);
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}
+
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/api/v1/clusters/{name}", get(cluster_status))
         .route("/api/v1/clusters/{name}/reparent", post(do_reparent))
         .with_state(state)

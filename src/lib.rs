@@ -45,7 +45,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for handle in clusters.values() {
         tokio::spawn(baton_control::supervisor::supervise(handle.clone(), store.watch(), background.clone()));
     }
-    let proxy = Arc::new(ProxyContext::new(&config, store.watch(), clusters.clone()));
+    let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
+    let metrics = Arc::new(baton_control::metrics::Metrics::new(&names));
+    let proxy = Arc::new(ProxyContext::new(&config, store.watch(), clusters.clone(), metrics.clone()));
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
@@ -57,7 +59,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shutdown = Shutdown::default();
     tokio::spawn(baton_proxy::serve(listener, proxy.clone(), config.server.max_connections, shutdown.clone()));
     let token = std::env::var("BATON_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(config.server.admin_token.clone());
-    let admin_state = admin::AdminState { store: store.clone(), clusters, token: token.map(Arc::from) };
+    let admin_state = admin::AdminState { store: store.clone(), clusters, token: token.map(Arc::from), metrics };
     tokio::spawn(admin::serve(admin, admin_state, background.clone()));
     tracing::info!(%mysql_addr, %admin_addr, "baton serving");
     Ok(Running {

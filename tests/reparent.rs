@@ -10,12 +10,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_control::gate::Phase;
 use common::reparent::*;
 use common::*;
 use mysql_async::prelude::*;
 
 const FAST: &str = "[buffer]\nwindow_ms = 10000\nmax_failover_duration_ms = 20000\nmin_time_between_failovers_ms = 0\ndrain_concurrency = 4\n\
                     [reparent]\ntransaction_grace_ms = 2000\ncatchup_timeout_ms = 5000\nprepare_timeout_ms = 5000\ncheck_interval_ms = 20\n";
+
+fn handle_phase(running: &baton::Running) -> Phase {
+    running.proxy.clusters["main"].gate.phase()
+}
 
 fn server_code(e: &mysql_async::Error) -> Option<(u16, String)> {
     match e {
@@ -138,7 +143,11 @@ async fn failed_reparents_are_undone_without_client_errors() {
     let info = info();
     let primary = heal(&info).await;
     let extra = FAST.replace("catchup_timeout_ms = 5000", "catchup_timeout_ms = 1000").replace("prepare_timeout_ms = 5000", "prepare_timeout_ms = 300");
-    let (running, _dir) = start_baton(&info, &primary, &extra, "none").await;
+    // The cluster's config names a fourth server that is down.
+    let dead = format!("127.0.0.1:{}", baton_testkit::free_port());
+    let mut with_dead = info.clone();
+    with_dead.servers.push(dead.clone());
+    let (running, _dir) = start_baton(&with_dead, &primary, &extra, "none").await;
     let port = running.mysql_addr.port();
     let mut setup = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
     setup
@@ -155,8 +164,12 @@ async fn failed_reparents_are_undone_without_client_errors() {
     wait_count(&acked, 100, Duration::from_secs(30)).await;
 
     // An unreachable candidate: refused before anything is touched.
-    let dead = format!("127.0.0.1:{}", baton_testkit::free_port());
     let (status, body) = reparent(&running, &dead).await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("bad_candidate")), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("unreachable"), "{body}");
+    assert_eq!(handle_phase(&running), Phase::Idle, "nothing was buffered");
+    // A server that is not in the cluster at all.
+    let (status, body) = reparent(&running, "127.0.0.1:1").await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = http(running.admin_addr, "POST", "/api/v1/clusters/main/reparent", Some(TOKEN), "{\"to\": 5}").await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));

@@ -100,6 +100,8 @@ struct Waiter {
 }
 
 struct Inner {
+    /// Durations of ended episodes, not yet taken by the metrics exporter.
+    ended: Vec<Duration>,
     status: GateStatus,
     queue: VecDeque<Waiter>,
     next_id: u64,
@@ -170,7 +172,7 @@ impl Gate {
             inactive: tokio::sync::Notify::new(),
             throttled: std::sync::atomic::AtomicBool::new(false),
             throttle: Mutex::new(None),
-            inner: Mutex::new(Inner { status, queue: VecDeque::new(), next_id: 1, last_end: None }),
+            inner: Mutex::new(Inner { ended: Vec::new(), status, queue: VecDeque::new(), next_id: 1, last_end: None }),
             tx,
             limits: Mutex::new(limits),
             drain: Arc::new(Semaphore::new(permits)),
@@ -210,6 +212,11 @@ impl Gate {
         if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.inactive.notify_waiters();
         }
+    }
+
+    /// Durations of the episodes that ended since the last call.
+    pub fn take_episode_durations(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.lock().ended)
     }
 
     /// The phase now, without taking the lock.
@@ -355,6 +362,7 @@ impl Gate {
             }
             i.status.phase = Phase::Buffering;
             i.status.episode += 1;
+            self.counters.episodes.fetch_add(1, Ordering::Relaxed);
             self.set_throttle(None);
             i.status.start_term = term;
             i.status.old_primary = old_primary.to_string();
@@ -365,7 +373,6 @@ impl Gate {
         });
         match r {
             Some(ep) => {
-                self.counters.episodes.fetch_add(u64::from(ep == self.status().episode), Ordering::Relaxed);
                 tracing::info!(episode = ep, term, old_primary, reason, "buffering");
             }
             None => {
@@ -409,6 +416,9 @@ impl Gate {
                     None => {
                         i.status.phase = Phase::Idle;
                         i.last_end = Some(Instant::now());
+                        if let Some(t) = i.status.since {
+                            i.ended.push(t.elapsed());
+                        }
                         Ok(None)
                     }
                 }
@@ -441,6 +451,9 @@ impl Gate {
             }
             i.status.phase = Phase::Idle;
             i.last_end = Some(Instant::now());
+            if let Some(t) = i.status.since {
+                i.ended.push(t.elapsed());
+            }
             i.queue.drain(..).collect::<Vec<_>>()
         });
         let n = waiters.len();

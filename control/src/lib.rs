@@ -13,6 +13,7 @@
 //! - [`reparent`]: the planned reparent.
 //! - [`server`]: control-plane SQL against one server.
 //! - [`gtid`]: GTID positions and the GTIDs acknowledged to clients.
+//! - [`metrics`]: metric names (documented constants) and this instance's recorder.
 //! - [`error`]: this crate's one error type.
 //!
 //! The data path never reads config for routing: it reads the topology as a
@@ -26,6 +27,7 @@ pub mod credentials;
 pub mod error;
 pub mod gate;
 pub mod gtid;
+pub mod metrics;
 pub mod reparent;
 pub mod server;
 pub mod store;

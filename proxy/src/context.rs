@@ -35,12 +35,18 @@ pub struct ProxyContext {
     pub topology: watch::Receiver<Arc<Topology>>,
     /// Per-cluster gate, acknowledged GTIDs and settings, shared with the control plane.
     pub clusters: Registry,
+    pub metrics: Arc<baton_control::metrics::Metrics>,
     next_conn_id: AtomicU32,
 }
 
 impl ProxyContext {
     /// Build from a validated config and the topology watch.
-    pub fn new(config: &Config, topology: watch::Receiver<Arc<Topology>>, clusters: Registry) -> Self {
+    pub fn new(
+        config: &Config,
+        topology: watch::Receiver<Arc<Topology>>,
+        clusters: Registry,
+        metrics: Arc<baton_control::metrics::Metrics>,
+    ) -> Self {
         let users = config
             .users
             .iter()
@@ -60,6 +66,7 @@ impl ProxyContext {
             users,
             topology,
             clusters,
+            metrics,
             next_conn_id: AtomicU32::new(1),
         }
     }

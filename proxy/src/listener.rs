@@ -64,10 +64,14 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connection
             continue;
         };
         let conn_id = ctx.next_connection_id();
+        ctx.metrics.client_connections_total.increment(1);
         let span = tracing::info_span!("conn", id = conn_id, client = %peer);
         shutdown.sessions.spawn(
             async move {
+                let metrics = ctx.metrics.clone();
+                metrics.client_connections.increment(1.0);
                 handle(stream, peer, ctx, conn_id, close).await;
+                metrics.client_connections.decrement(1.0);
                 drop(permit);
             }
             .instrument(span),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use baton_control::cluster::ClusterHandle;
 use baton_control::gate::{Admission, Phase};
+use baton_control::metrics::BackendErrorClass;
 use bytes::Bytes;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::packets::AuthSwitchRequest;
@@ -171,7 +172,11 @@ impl Session {
             if seq != 0 {
                 return self.fail(ProxyError::Fatal(MysqlError::packets_out_of_order()), seq.wrapping_add(1)).await;
             }
-            match self.command(payload).await {
+            let started = std::time::Instant::now();
+            self.ctx.metrics.query(payload.first().copied().unwrap_or(0));
+            let r = self.command(payload).await;
+            self.ctx.metrics.query_duration.record(started.elapsed().as_secs_f64());
+            match r {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
                 Err(e) => return self.fail(e, 1).await,
@@ -291,6 +296,7 @@ impl Session {
                 }
             } else if let Err(e) = self.ensure_backend().await {
                 drop(admission);
+                self.ctx.metrics.backend_error(BackendErrorClass::Connect);
                 if read_only_retries < READ_ONLY_RETRIES && self.begin_reactive("primary unreachable") {
                     read_only_retries += 1;
                     continue;
@@ -310,6 +316,7 @@ impl Session {
                 }
                 Ok(Relayed::ReadOnly(err)) => {
                     drop(admission);
+                    self.ctx.metrics.backend_error(BackendErrorClass::ReadOnly);
                     if read_only_retries < READ_ONLY_RETRIES && self.begin_reactive("primary is read-only (1290)") {
                         read_only_retries += 1;
                         continue;
@@ -320,6 +327,7 @@ impl Session {
                 }
                 Err(ProxyError::BackendLost(why)) if !self.relayed_any => {
                     self.backend = None;
+                    self.ctx.metrics.backend_error(BackendErrorClass::Lost);
                     if pinned {
                         self.lose_transaction(code == cmd::QUERY && is_commit(&payload)).await?;
                     } else {
