@@ -1,34 +1,45 @@
 //! The admin HTTP port (loopback by default).
 //!
-//! - `GET /healthz`: alive.
-//! - `GET /api/v1/clusters/{name}`: primary, term, buffer state, leadership conditions.
-//! - `POST /api/v1/clusters/{name}/reparent` (body `{"to": "host:port"}`, optional):
-//!   a planned reparent; answers with its outcome and each step's duration.
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the live status page |
+//! | `GET /healthz` | alive |
+//! | `GET /readyz` | topology loaded and every cluster's primary reachable (else 503) |
+//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /api/v1/clusters`, `GET /api/v1/clusters/{name}` | status: primary, term, servers, buffer, conditions |
+//! | `POST /api/v1/clusters/{name}/reparent` | planned reparent, body `{"to": "host:port"}` optional |
+//! | `POST /api/v1/clusters/{name}/failover` | emergency reparent (not built yet: 501) |
+//! | `POST /api/v1/config/reload` | re-read and apply the config file |
 //!
 //! Requests that change state need `Authorization: Bearer <token>` (`[server]
-//! admin_token` or BATON_ADMIN_TOKEN); without a configured token they are refused.
-//! Errors are JSON `{"error": ..., "detail": ...}`.
+//! admin_token` or BATON_ADMIN_TOKEN); with no token configured they are refused.
+//! Errors are JSON `{"error": ..., "detail": ...}`: 400 malformed body, 401 no
+//! token, 403 wrong or unconfigured token, 404 unknown cluster or server, 409 a
+//! reparent already running, 422 unusable candidate, 501 not built, 503 not ready.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use baton_control::cluster::Registry;
 use baton_control::reparent::{self, ReparentError};
+use baton_control::server::Server;
 use baton_control::FileStore;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::reload::Reloader;
 
 /// What admin handlers can reach.
 #[derive(Clone)]
 pub struct AdminState {
     pub store: FileStore,
     pub clusters: Registry,
-    pub token: Option<Arc<str>>,
+    pub reloader: Arc<Reloader>,
     pub metrics: Arc<baton_control::metrics::Metrics>,
 }
 
@@ -37,7 +48,8 @@ fn error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response
 }
 
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.token else {
+    let token = state.reloader.token.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(token) = token else {
         return Err(error(StatusCode::FORBIDDEN, "forbidden", "no admin token is configured ([server] admin_token or BATON_ADMIN_TOKEN); state-changing requests are refused"));
     };
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -52,32 +64,49 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let topo = state.store.current();
+    let mut problems = Vec::new();
+    for (name, handle) in &state.clusters {
+        match topo.cluster(name) {
+            None => problems.push(format!("{name}: no topology record")),
+            Some(r) => {
+                if let Err(e) = Server::connect(&r.primary, &handle.settings().admin).await {
+                    problems.push(format!("{name}: primary {e}"));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", problems.join("; "))
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let topo = state.store.current();
+    let terms = topo.clusters.iter().map(|(n, r)| (n.clone(), r.term)).collect();
+    let body = state.metrics.render(&state.clusters, &terms);
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn clusters(State(state): State<AdminState>) -> Response {
+    let topo = state.store.current();
+    let mut names: Vec<&String> = state.clusters.keys().collect();
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        out.push(crate::status::cluster(&state.clusters[n], &topo).await);
+    }
+    Json(json!({"clusters": out})).into_response()
+}
+
 async fn cluster_status(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let Some(handle) = state.clusters.get(&name) else {
         return error(StatusCode::NOT_FOUND, "not_found", format!("unknown cluster {name:?}"));
     };
-    let topo = state.store.current();
-    let record = topo.cluster(&name);
-    let gate = handle.gate.status();
-    let waited_ms = gate.since.filter(|_| gate.phase != baton_control::gate::Phase::Idle).map(|t| t.elapsed().as_millis() as u64);
-    let conditions = handle.conditions.borrow().clone();
-    Json(json!({
-        "name": name,
-        "primary": record.map(|r| r.primary.clone()),
-        "term": record.map(|r| r.term),
-        "servers": record.map(|r| r.servers.clone()),
-        "buffer": {
-            "phase": gate.phase,
-            "episode": gate.episode,
-            "reason": gate.reason,
-            "queued": gate.queued,
-            "active": gate.active,
-            "buffering_for_ms": waited_ms,
-        },
-        "acknowledged_gtids": handle.acked.position(),
-        "conditions": conditions,
-    }))
-    .into_response()
+    Json(crate::status::cluster(handle, &state.store.current()).await).into_response()
 }
 
 async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -91,11 +120,12 @@ async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, 
         None
     } else {
         match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(v) => match v.get("to") {
+            Ok(serde_json::Value::Object(v)) => match v.get("to") {
                 None | Some(serde_json::Value::Null) => None,
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
                 Some(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "\"to\" must be a string \"host:port\""),
             },
+            Ok(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "the body must be a JSON object"),
             Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("malformed JSON body: {e}")),
         }
     };
@@ -124,21 +154,42 @@ async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, 
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
-    let topo = state.store.current();
-    let terms = topo.clusters.iter().map(|(n, r)| (n.clone(), r.term)).collect();
-    let body = state.metrics.render(&state.clusters, &terms);
-    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+async fn failover(State(state): State<AdminState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    if !state.clusters.contains_key(&name) {
+        return error(StatusCode::NOT_FOUND, "not_found", format!("unknown cluster {name:?}"));
+    }
+    error(StatusCode::NOT_IMPLEMENTED, "not_implemented", "emergency failover is not built yet; use a planned reparent while the primary is up")
+}
+
+async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    match state.reloader.reload() {
+        Ok(summary) => Json(json!({"reloaded": true, "detail": summary})).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_config", format!("{e}; the running config is kept")),
+    }
 }
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(|| async { Html(crate::admin::STATUS_PAGE) }))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{name}", get(cluster_status))
         .route("/api/v1/clusters/{name}/reparent", post(do_reparent))
+        .route("/api/v1/clusters/{name}/failover", post(failover))
+        .route("/api/v1/config/reload", post(reload))
         .with_state(state)
 }
+
+/// The status page: one self-contained HTML file polling the status API.
+pub const STATUS_PAGE: &str = include_str!("status.html");
 
 /// Serve until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, state: AdminState, stop: CancellationToken) {

@@ -6,6 +6,9 @@
 //! Tests start baton in-process the same way, on port 0.
 
 pub mod admin;
+pub mod ctl;
+pub mod reload;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,13 +30,20 @@ pub struct Running {
     pub store: FileStore,
     /// Shared data-path state.
     pub proxy: Arc<ProxyContext>,
+    /// Applies config reloads (SIGHUP, the admin API).
+    pub reloader: Arc<reload::Reloader>,
     shutdown: Shutdown,
     background: CancellationToken,
     grace: Duration,
 }
 
-/// Bind the listeners and start serving.
+/// Bind the listeners and start serving (no config file: reload is unavailable).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_path(config, None).await
+}
+
+/// Bind the listeners and start serving; `path` is re-read on reload.
+pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Running> {
     let store = FileStore::open(&config.topology.path, &config.clusters).context("opening the topology store")?;
     let background = CancellationToken::new();
     {
@@ -58,8 +68,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_addr = admin.local_addr()?;
     let shutdown = Shutdown::default();
     tokio::spawn(baton_proxy::serve(listener, proxy.clone(), config.server.max_connections, shutdown.clone()));
-    let token = std::env::var("BATON_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(config.server.admin_token.clone());
-    let admin_state = admin::AdminState { store: store.clone(), clusters, token: token.map(Arc::from), metrics };
+    let reloader = Arc::new(reload::Reloader::new(path, config.clone(), proxy.clone(), clusters.clone()));
+    let admin_state = admin::AdminState { store: store.clone(), clusters, reloader: reloader.clone(), metrics };
     tokio::spawn(admin::serve(admin, admin_state, background.clone()));
     tracing::info!(%mysql_addr, %admin_addr, "baton serving");
     Ok(Running {
@@ -67,6 +77,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_addr,
         store,
         proxy,
+        reloader,
         shutdown,
         background,
         grace: Duration::from_millis(config.server.shutdown_grace_ms),

@@ -1,10 +1,10 @@
-//! The `baton` command line: run the proxy, or check a config file.
+//! The `baton` command line: run the proxy, check a config file, or `baton ctl`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "baton", version, about = "A MySQL-protocol proxy that holds writes through a primary change")]
@@ -15,10 +15,21 @@ struct Cli {
     /// Validate this config file and exit (non-zero with the reason if it is bad).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Drive and watch a running baton through its admin port.
+    Ctl(baton::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Cmd::Ctl(args)) = cli.cmd {
+        return ExitCode::from(baton::ctl::run(args) as u8);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| "info".into()),
@@ -50,7 +61,7 @@ fn main() -> ExitCode {
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async move {
-        let running = match baton::start(config).await {
+        let running = match baton::start_with_path(config, Some(path)).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("baton: {e:#}");
@@ -60,9 +71,16 @@ fn main() -> ExitCode {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let grace = tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining sessions"); None }
-            _ = int.recv() => { tracing::info!("SIGINT: closing now"); Some(Duration::ZERO) }
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let grace = loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining sessions"); break None }
+                _ = int.recv() => { tracing::info!("SIGINT: closing now"); break Some(Duration::ZERO) }
+                _ = hup.recv() => match running.reloader.reload() {
+                    Ok(s) => tracing::info!("SIGHUP: {s}"),
+                    Err(e) => tracing::error!("SIGHUP: config refused: {e}"),
+                },
+            }
         };
         running.shutdown(grace).await;
         ExitCode::SUCCESS

@@ -39,6 +39,8 @@ pub struct ClusterHandle {
     settings: RwLock<ClusterSettings>,
     /// Held by the reparent in progress (one at a time per cluster).
     pub reparent_lock: Mutex<()>,
+    /// The running or last reparent's report, updated at each step (progress).
+    pub last_reparent: std::sync::Mutex<Option<crate::reparent::ReparentReport>>,
 }
 
 /// All clusters by name.
@@ -99,6 +101,7 @@ pub fn registry(config: &Config) -> Registry {
                 conditions: tx,
                 settings: RwLock::new(cluster_settings(config, c)),
                 reparent_lock: Mutex::new(()),
+                last_reparent: std::sync::Mutex::new(None),
             };
             (c.name.clone(), Arc::new(h))
         })

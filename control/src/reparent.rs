@@ -35,8 +35,9 @@ pub struct Step {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReparentReport {
     pub cluster: String,
-    /// "ok", "undone" (failed before establishment; the old primary serves again) or
-    /// "held" (established, but not every condition held before the max failover duration).
+    /// "running" while in progress; then "ok", "undone" (failed before establishment;
+    /// the old primary serves again) or "held" (established, but not every condition
+    /// held before the max failover duration).
     pub outcome: &'static str,
     pub from: String,
     pub to: String,
@@ -73,6 +74,11 @@ impl Run<'_> {
         tracing::info!(cluster = %self.cluster.name, step, ms, %detail, "reparent step");
         self.report.steps.push(Step { step, ms, detail });
         self.step_started = Instant::now();
+        self.publish();
+    }
+
+    fn publish(&self) {
+        *self.cluster.last_reparent.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.report.clone());
     }
 
     fn finish(mut self, outcome: &'static str, error: Option<String>, buffered_before: u64) -> ReparentReport {
@@ -81,6 +87,7 @@ impl Run<'_> {
         self.report.total_ms = self.started.elapsed().as_millis() as u64;
         self.report.buffered =
             self.cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed) - buffered_before;
+        self.publish();
         self.report
     }
 }
@@ -131,7 +138,7 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
     let mut run = Run {
         report: ReparentReport {
             cluster: cluster.name.clone(),
-            outcome: "ok",
+            outcome: "running",
             from: old.clone(),
             to: candidate.clone(),
             term: record.term,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use baton_control::cluster::Registry;
@@ -30,8 +30,9 @@ pub struct Limits {
 
 /// Shared by all sessions.
 pub struct ProxyContext {
-    pub limits: Limits,
-    pub users: HashMap<String, UserEntry>,
+    /// Swapped whole on a config reload; sessions take a copy when they start.
+    limits: RwLock<Arc<Limits>>,
+    users: RwLock<Arc<HashMap<String, UserEntry>>>,
     pub topology: watch::Receiver<Arc<Topology>>,
     /// Per-cluster gate, acknowledged GTIDs and settings, shared with the control plane.
     pub clusters: Registry,
@@ -47,28 +48,30 @@ impl ProxyContext {
         clusters: Registry,
         metrics: Arc<baton_control::metrics::Metrics>,
     ) -> Self {
-        let users = config
-            .users
-            .iter()
-            .map(|u| {
-                let hash = u.hash().expect("validated config");
-                (u.name.clone(), UserEntry { hash, cluster: config.cluster_of(u).to_string() })
-            })
-            .collect();
-        let s = &config.server;
         ProxyContext {
-            limits: Limits {
-                handshake_timeout: Duration::from_millis(s.handshake_timeout_ms),
-                backend_connect_timeout: Duration::from_millis(s.backend_connect_timeout_ms),
-                max_allowed_packet: s.max_allowed_packet,
-                server_version: s.server_version.clone(),
-            },
-            users,
+            limits: RwLock::new(Arc::new(limits_of(config))),
+            users: RwLock::new(Arc::new(users_of(config))),
             topology,
             clusters,
             metrics,
             next_conn_id: AtomicU32::new(1),
         }
+    }
+
+    /// The limits now (a reload swaps them for new sessions).
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The users now.
+    pub fn users(&self) -> Arc<HashMap<String, UserEntry>> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Apply a reloaded, validated config's users and limits (new sessions see them).
+    pub fn reload(&self, config: &Config) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits_of(config));
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users_of(config));
     }
 
     pub fn next_connection_id(&self) -> u32 {
@@ -79,4 +82,25 @@ impl ProxyContext {
     pub fn primary_of(&self, cluster: &str) -> Option<(String, u64)> {
         self.topology.borrow().cluster(cluster).map(|c| (c.primary.clone(), c.term))
     }
+}
+
+fn limits_of(config: &Config) -> Limits {
+    let s = &config.server;
+    Limits {
+        handshake_timeout: Duration::from_millis(s.handshake_timeout_ms),
+        backend_connect_timeout: Duration::from_millis(s.backend_connect_timeout_ms),
+        max_allowed_packet: s.max_allowed_packet,
+        server_version: s.server_version.clone(),
+    }
+}
+
+fn users_of(config: &Config) -> HashMap<String, UserEntry> {
+    config
+        .users
+        .iter()
+        .map(|u| {
+            let hash = u.hash().expect("validated config");
+            (u.name.clone(), UserEntry { hash, cluster: config.cluster_of(u).to_string() })
+        })
+        .collect()
 }

@@ -39,11 +39,12 @@ pub struct Hello {
 /// Send the greeting and authenticate the client.
 pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u32, peer: SocketAddr) -> Result<Hello> {
     let nonce = auth::new_nonce();
+    let limits = ctx.limits();
     let mut scramble_2 = nonce[8..].to_vec();
     scramble_2.push(0);
     let greeting = HandshakePacket::new(
         10,
-        ctx.limits.server_version.as_bytes(),
+        limits.server_version.as_bytes(),
         conn_id,
         nonce[..8].try_into().expect("8 bytes"),
         Some(scramble_2),
@@ -114,7 +115,8 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
         next_seq = s.wrapping_add(1);
     }
     let denied = || ProxyError::Fatal(MysqlError::access_denied(&user, &peer.ip().to_string(), !proof.is_empty()));
-    let entry = ctx.users.get(&user).ok_or_else(denied)?;
+    let users = ctx.users();
+    let entry = users.get(&user).ok_or_else(denied)?;
     let stage1 = auth::verify(&entry.hash, &nonce, &proof).ok_or_else(denied)?;
     Ok(Hello { user: user.clone(), entry: entry.clone(), stage1, db, collation, caps, ext_caps, nonce, next_seq })
 }

@@ -82,7 +82,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connection
 
 async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, conn_id: u32, close: CancellationToken) {
     let mut io = PacketIo::new(stream);
-    let hello = tokio::time::timeout(ctx.limits.handshake_timeout, handshake::accept(&mut io, &ctx, conn_id, peer)).await;
+    let hello = tokio::time::timeout(ctx.limits().handshake_timeout, handshake::accept(&mut io, &ctx, conn_id, peer)).await;
     let hello = match hello {
         Err(_) => {
             tracing::debug!("handshake timed out");

@@ -93,7 +93,7 @@ async fn connect_primary(ctx: &ProxyContext, cluster: &str, login: &Login<'_>) -
     let Some((addr, term)) = ctx.primary_of(cluster) else {
         return Err(MysqlErrorOrRaw::Mysql(MysqlError::backend_unavailable(cluster, "?", "no primary in the topology")));
     };
-    match Backend::connect(&addr, login, ctx.limits.backend_connect_timeout).await {
+    match Backend::connect(&addr, login, ctx.limits().backend_connect_timeout).await {
         Ok(b) => Ok((b, term)),
         Err(BackendError::Refused(raw)) => Err(MysqlErrorOrRaw::Raw(raw)),
         Err(other) => Err(MysqlErrorOrRaw::Mysql(MysqlError::backend_unavailable(cluster, &addr, &other.to_string()))),
@@ -156,9 +156,10 @@ impl Session {
 
     /// The command loop, until the client quits or `close` is cancelled.
     pub async fn run(mut self, close: CancellationToken) -> Result<()> {
+        let max_packet = self.ctx.limits().max_allowed_packet;
         loop {
             let read = tokio::select! {
-                r = self.client.read_logical(self.ctx.limits.max_allowed_packet) => r,
+                r = self.client.read_logical(max_packet) => r,
                 _ = close.cancelled() => {
                     let _ = self.client.send(0, &proto::err_payload(&MysqlError::shutdown())).await;
                     if let Some(b) = self.backend.take() { b.quit().await; }
@@ -604,7 +605,7 @@ impl Session {
             seq = s.wrapping_add(1);
         }
         let denied = MysqlError::access_denied(&user, &self.peer.ip().to_string(), !proof.is_empty());
-        let verified = self.ctx.users.get(&user).cloned().and_then(|entry| auth::verify(&entry.hash, &self.nonce, &proof).map(|s1| (entry, s1)));
+        let verified = self.ctx.users().get(&user).cloned().and_then(|entry| auth::verify(&entry.hash, &self.nonce, &proof).map(|s1| (entry, s1)));
         let Some((entry, stage1)) = verified else {
             self.client.send(seq, &proto::err_payload(&denied)).await?;
             return Err(ProxyError::Io(std::io::ErrorKind::PermissionDenied.into()));
