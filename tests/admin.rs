@@ -125,10 +125,10 @@ async fn metrics_status_and_bad_requests() {
 
     // A second reparent while one runs: 409. The first is slow because its
     // candidate lags (SQL thread stopped), and is then undone.
+    c.query_drop("CREATE TABLE IF NOT EXISTS baton_test.adm_t (id INT PRIMARY KEY AUTO_INCREMENT)").await.unwrap();
     let mut lag = admin(&other).await;
     lag.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
-    c.query_drop("DO 1").await.unwrap();
-    c.query_drop("CREATE TABLE IF NOT EXISTS baton_test.adm_t (id INT PRIMARY KEY AUTO_INCREMENT)").await.unwrap();
+    c.query_drop("INSERT INTO baton_test.adm_t VALUES ()").await.unwrap();
     let addr = running.admin_addr;
     let to = other.clone();
     let first = tokio::spawn(async move { http(addr, "POST", "/api/v1/clusters/main/reparent", Some(TOKEN), &format!("{{\"to\": \"{to}\"}}")).await });
