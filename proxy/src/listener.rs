@@ -65,7 +65,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connection
         };
         let conn_id = ctx.next_connection_id();
         ctx.metrics.client_connections_total.increment(1);
-        let span = tracing::info_span!("conn", id = conn_id, client = %peer);
+        let span = tracing::debug_span!("conn", id = conn_id, client = %peer);
         shutdown.sessions.spawn(
             async move {
                 let metrics = ctx.metrics.clone();
