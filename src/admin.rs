@@ -8,14 +8,14 @@
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /api/v1/clusters`, `GET /api/v1/clusters/{name}` | status: primary, term, servers, buffer, conditions |
 //! | `POST /api/v1/clusters/{name}/reparent` | planned reparent, body `{"to": "host:port"}` optional |
-//! | `POST /api/v1/clusters/{name}/failover` | emergency reparent (not built yet: 501) |
+//! | `POST /api/v1/clusters/{name}/failover` | emergency reparent (409 with the reason when refused, e.g. split brain) |
 //! | `POST /api/v1/config/reload` | re-read and apply the config file |
 //!
 //! Requests that change state need `Authorization: Bearer <token>` (`[server]
 //! admin_token` or BATON_ADMIN_TOKEN); with no token configured they are refused.
 //! Errors are JSON `{"error": ..., "detail": ...}`: 400 malformed body, 401 no
 //! token, 403 wrong or unconfigured token, 404 unknown cluster or server, 409 a
-//! reparent already running, 422 unusable candidate, 501 not built, 503 not ready.
+//! reparent already running or a failover refused, 422 unusable candidate, 503 not ready.
 
 use std::sync::Arc;
 
@@ -158,10 +158,24 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>, hea
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
-    if !state.clusters.contains_key(&name) {
+    let Some(handle) = state.clusters.get(&name).cloned() else {
         return error(StatusCode::NOT_FOUND, "not_found", format!("unknown cluster {name:?}"));
+    };
+    let result = baton_control::failover::emergency(&handle, &state.store, "requested through the admin API").await;
+    match result {
+        Ok(report) => {
+            let steps: Vec<(String, u64)> = report.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
+            state.metrics.failover(&name, report.outcome, &steps);
+            let status = match report.outcome {
+                "ok" => StatusCode::OK,
+                "refused" => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, Json(report)).into_response()
+        }
+        Err(ReparentError::AlreadyRunning(c)) => error(StatusCode::CONFLICT, "conflict", format!("a reparent of cluster {c} is already running")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
     }
-    error(StatusCode::NOT_IMPLEMENTED, "not_implemented", "emergency failover is not built yet; use a planned reparent while the primary is up")
 }
 
 async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {

@@ -54,6 +54,7 @@ pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -
     let clusters = baton_control::cluster::registry(&config);
     for handle in clusters.values() {
         tokio::spawn(baton_control::supervisor::supervise(handle.clone(), store.watch(), background.clone()));
+        tokio::spawn(baton_control::health::monitor(handle.clone(), store.clone(), background.clone()));
     }
     let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     let metrics = Arc::new(baton_control::metrics::Metrics::new(&names));

@@ -65,5 +65,6 @@ pub async fn cluster(handle: &ClusterHandle, topo: &Topology) -> Value {
         "acknowledged_gtids": handle.acked.position(),
         "conditions": handle.conditions.borrow().clone(),
         "last_reparent": last,
+        "health": handle.health.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     })
 }

@@ -110,7 +110,8 @@ async fn metrics_status_and_bad_requests() {
         ("POST", "/api/v1/clusters/main/reparent", None, "{}", 401, "unauthorized"),
         ("POST", "/api/v1/clusters/main/reparent", Some("wrong"), "{}", 403, "forbidden"),
         ("POST", "/api/v1/clusters/main/reparent", Some(TOKEN), "{\"to\": \"127.0.0.1:1\"}", 404, "not_found"),
-        ("POST", "/api/v1/clusters/main/failover", Some(TOKEN), "", 501, "not_implemented"),
+        ("POST", "/api/v1/clusters/nope/failover", Some(TOKEN), "", 404, "not_found"),
+        ("POST", "/api/v1/clusters/main/failover", None, "", 401, "unauthorized"),
         ("POST", "/api/v1/config/reload", Some(TOKEN), "", 400, "invalid_config"),
     ];
     for (method, path, token, body, want, err) in bad {

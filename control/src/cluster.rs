@@ -28,6 +28,13 @@ pub struct ClusterSettings {
     pub catchup_timeout: Duration,
     pub check_interval: Duration,
     pub max_failover_duration: Duration,
+    pub auto_failover: bool,
+    /// Whether `admin_user` is configured: without it the control plane cannot
+    /// check or change servers (no health checks, no reparents).
+    pub admin_configured: bool,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub failure_threshold: u32,
 }
 
 /// The shared state of one cluster.
@@ -41,6 +48,8 @@ pub struct ClusterHandle {
     pub reparent_lock: Mutex<()>,
     /// The running or last reparent's report, updated at each step (progress).
     pub last_reparent: std::sync::Mutex<Option<crate::reparent::ReparentReport>>,
+    /// The health monitor's latest view of every server.
+    pub health: std::sync::Mutex<crate::health::HealthReport>,
 }
 
 /// All clusters by name.
@@ -74,6 +83,11 @@ pub fn cluster_settings(config: &Config, c: &ClusterConfig) -> ClusterSettings {
         catchup_timeout: Duration::from_millis(r.catchup_timeout_ms),
         check_interval: Duration::from_millis(r.check_interval_ms),
         max_failover_duration: Duration::from_millis(config.buffer.max_failover_duration_ms),
+        auto_failover: c.auto_failover,
+        admin_configured: c.admin_user.is_some(),
+        health_interval: Duration::from_millis(config.health.interval_ms),
+        health_timeout: Duration::from_millis(config.health.timeout_ms),
+        failure_threshold: config.health.failure_threshold,
     }
 }
 
@@ -102,6 +116,7 @@ pub fn registry(config: &Config) -> Registry {
                 settings: RwLock::new(cluster_settings(config, c)),
                 reparent_lock: Mutex::new(()),
                 last_reparent: std::sync::Mutex::new(None),
+                health: std::sync::Mutex::new(Default::default()),
             };
             (c.name.clone(), Arc::new(h))
         })

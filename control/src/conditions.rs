@@ -78,7 +78,26 @@ pub async fn evaluate(cluster: &ClusterHandle, topo: &Topology, gate: &GateStatu
                 s.close().await;
                 r
             }
-            Err(e) => cond("C1", "revoked", false, format!("{e}; not fenced")),
+            Err(e) => {
+                // Unreachable: revoked if fenced, i.e. no server replicates from it any more
+                // (so it cannot gather semi-sync acks or feed anyone).
+                let mut feeding = Vec::new();
+                for addr in settings.servers.iter().filter(|s| **s != old) {
+                    if let Ok(mut s) = Server::connect(addr, &settings.admin).await {
+                        if let Ok(Some(r)) = s.replication().await {
+                            if r.source == old && r.io_running {
+                                feeding.push(addr.clone());
+                            }
+                        }
+                        s.close().await;
+                    }
+                }
+                if feeding.is_empty() {
+                    cond("C1", "revoked", true, format!("{old} unreachable and fenced (no server replicates from it)"))
+                } else {
+                    cond("C1", "revoked", false, format!("{e}; not fenced: {} still replicate from it", feeding.join(", ")))
+                }
+            }
         }
     };
 

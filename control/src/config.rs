@@ -25,6 +25,8 @@ pub struct Config {
     #[serde(default)]
     pub reparent: ReparentConfig,
     #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
@@ -127,6 +129,25 @@ impl Default for ReparentConfig {
     }
 }
 
+/// `[health]`: how every server is checked (for unplanned failover and fencing).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between checks of every server.
+    pub interval_ms: u64,
+    /// A check not answered within this fails.
+    pub timeout_ms: u64,
+    /// Consecutive failed checks of the primary before an automatic failover
+    /// (clusters with `auto_failover = true`). The first failure already starts buffering.
+    pub failure_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { interval_ms: 1000, timeout_ms: 1000, failure_threshold: 3 }
+    }
+}
+
 /// `[topology]`: where the cluster records (primary, term) live.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -206,6 +227,9 @@ pub struct ClusterConfig {
     pub repl_password: Option<String>,
     #[serde(default)]
     pub repl_password_file: Option<PathBuf>,
+    /// Fail over automatically when the primary fails `health.failure_threshold` checks.
+    #[serde(default)]
+    pub auto_failover: bool,
 }
 
 fn default_repl_user() -> String {
@@ -326,6 +350,9 @@ impl Config {
         let b = &self.buffer;
         if b.size == 0 || b.drain_concurrency == 0 || b.window_ms == 0 || b.max_failover_duration_ms == 0 {
             return bad("buffer.size, drain_concurrency, window_ms and max_failover_duration_ms must be at least 1".into());
+        }
+        if self.health.interval_ms == 0 || self.health.timeout_ms == 0 || self.health.failure_threshold == 0 {
+            return bad("health.interval_ms, timeout_ms and failure_threshold must be at least 1".into());
         }
         if self.reparent.check_interval_ms == 0 || self.reparent.admin_timeout_ms == 0 {
             return bad("reparent.check_interval_ms and admin_timeout_ms must be at least 1".into());

@@ -34,25 +34,33 @@ impl AckedGtids {
     }
 }
 
-/// Does `position` (a server's `gtid_binlog_pos`, `d-s-n,...`) contain every GTID of
-/// `acked`? With gtid_strict_mode, a domain's sequence numbers are ordered, so
-/// containment is "per domain, the position's seq_no is at least the acked one".
-/// Returns the first missing domain's GTID as the reason when it does not.
-pub fn contains(position: &str, acked: &str) -> Result<(), String> {
-    let pos: BTreeMap<u32, u64> = position
+/// Does `position` (a server's GTID position, `d-s-n,...`) contain every GTID of
+/// `other`? With gtid_strict_mode a domain's sequence numbers are ordered, so per
+/// domain: a higher seq_no contains a lower one; an equal seq_no must come from the
+/// same server (else the histories diverged: split brain). Returns the first
+/// missing or diverging GTID as the reason when it does not.
+pub fn contains(position: &str, other: &str) -> Result<(), String> {
+    let pos: BTreeMap<u32, (u32, u64)> = position
         .split(',')
         .filter_map(|g| parse_gtid(g.trim()))
-        .map(|(d, _, n)| (d, n))
+        .map(|(d, s, n)| (d, (s, n)))
         .collect();
-    for g in acked.split(',').filter(|g| !g.trim().is_empty()) {
+    for g in other.split(',').filter(|g| !g.trim().is_empty()) {
         let Some((d, s, n)) = parse_gtid(g.trim()) else { continue };
         match pos.get(&d) {
-            Some(&have) if have >= n => {}
-            Some(&have) => return Err(format!("has only up to seq {have} in domain {d}, needs {d}-{s}-{n}")),
+            Some(&(_, have)) if have > n => {}
+            Some(&(hs, have)) if have == n && hs == s => {}
+            Some(&(hs, have)) if have == n => return Err(format!("has {d}-{hs}-{have} where the other has {d}-{s}-{n}: diverged")),
+            Some(&(_, have)) => return Err(format!("has only up to seq {have} in domain {d}, needs {d}-{s}-{n}")),
             None => return Err(format!("has nothing of domain {d}, needs {d}-{s}-{n}")),
         }
     }
     Ok(())
+}
+
+/// A total order for picking the most advanced server: the sum of seq_nos.
+pub fn advance(position: &str) -> u64 {
+    position.split(',').filter_map(|g| parse_gtid(g.trim())).map(|g| g.2).sum()
 }
 
 /// Parse one `domain-server-seq` GTID.
@@ -80,9 +88,11 @@ mod tests {
 
     #[test]
     fn containment_is_per_domain() {
-        assert!(contains("0-1-10,1-2-3", "0-2-8,1-1-3").is_ok());
+        assert!(contains("0-1-10,1-1-3", "0-2-8,1-1-3").is_ok());
         assert!(contains("0-1-7", "0-2-8").unwrap_err().contains("up to seq 7 in domain 0, needs 0-2-8"));
         assert!(contains("0-1-7", "1-1-1").unwrap_err().contains("nothing of domain 1"));
         assert!(contains("", "").is_ok());
+        assert!(contains("0-2-8", "0-2-8").is_ok());
+        assert!(contains("0-3-8", "0-2-8").unwrap_err().contains("diverged"));
     }
 }

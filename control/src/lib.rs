@@ -10,7 +10,8 @@
 //! - [`gate`]: the buffer every primary-bound request outside a transaction passes.
 //! - [`conditions`] + [`supervisor`]: the leadership conditions, re-checked while
 //!   buffering; only they release the gate.
-//! - [`reparent`]: the planned reparent.
+//! - [`reparent`]: the planned reparent; [`failover`]: the emergency one.
+//! - [`health`]: checks every server; suspicion, automatic failover, fencing, rejoin.
 //! - [`server`]: control-plane SQL against one server.
 //! - [`gtid`]: GTID positions and the GTIDs acknowledged to clients.
 //! - [`metrics`]: metric names (documented constants) and this instance's recorder.
@@ -25,8 +26,10 @@ pub mod conditions;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod failover;
 pub mod gate;
 pub mod gtid;
+pub mod health;
 pub mod metrics;
 pub mod reparent;
 pub mod server;

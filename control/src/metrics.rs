@@ -39,7 +39,7 @@ pub const BUFFER_QUEUED: &str = "baton_buffer_requests_queued";
 pub const BUFFER_EPISODES_TOTAL: &str = "baton_buffer_episodes_total";
 /// Histogram (seconds), label `cluster`: how long buffering episodes lasted.
 pub const BUFFER_EPISODE_DURATION_SECONDS: &str = "baton_buffer_episode_duration_seconds";
-/// Counter, labels `cluster`, `kind` (planned), `result` (ok, undone, held, refused): reparents.
+/// Counter, labels `cluster`, `kind` (planned, emergency), `result` (ok, undone, held, refused): reparents.
 pub const REPARENTS_TOTAL: &str = "baton_reparents_total";
 /// Histogram (seconds), label `step`: duration of each reparent step.
 pub const REPARENT_STEP_DURATION_SECONDS: &str = "baton_reparent_step_duration_seconds";
@@ -106,7 +106,7 @@ pub enum BackendErrorClass {
     ReadOnly = 2,
 }
 
-const STEPS: &[&str] = &["prepare", "announce", "grace", "revoke", "catch_up", "promote", "publish", "repoint", "verify", "undo"];
+const STEPS: &[&str] = &["prepare", "announce", "grace", "revoke", "catch_up", "promote", "publish", "repoint", "verify", "undo", "fence", "apply_relay", "elect"];
 const RESULTS: &[&str] = &["ok", "undone", "held", "refused"];
 
 struct ClusterMetrics {
@@ -117,7 +117,7 @@ struct ClusterMetrics {
     queued: Gauge,
     episodes: Counter,
     episode_duration: Histogram,
-    reparents: HashMap<&'static str, Counter>,
+    reparents: HashMap<(&'static str, &'static str), Counter>,
     conditions: [Gauge; 5],
     term: Gauge,
 }
@@ -174,7 +174,10 @@ impl Metrics {
                 queued: gauge(BUFFER_QUEUED, &l(&[])),
                 episodes: counter(BUFFER_EPISODES_TOTAL, &l(&[])),
                 episode_duration: histogram(BUFFER_EPISODE_DURATION_SECONDS, &l(&[])),
-                reparents: RESULTS.iter().map(|r| (*r, counter(REPARENTS_TOTAL, &l(&[("kind", "planned"), ("result", r)])))).collect(),
+                reparents: RESULTS
+                    .iter()
+                    .flat_map(|r| ["planned", "emergency"].map(|k| ((k, *r), counter(REPARENTS_TOTAL, &l(&[("kind", k), ("result", r)])))))
+                    .collect(),
                 conditions: ["C1_revoked", "C2_named", "C3_writable", "C4_caught_up", "C5_durable"].map(|n| gauge(LEADERSHIP_CONDITION, &l(&[("condition", n)]))),
                 term: gauge(CLUSTER_TERM, &l(&[])),
             };
@@ -202,10 +205,19 @@ impl Metrics {
         self.backend_errors[class as usize].increment(1);
     }
 
-    /// Record a finished reparent.
+    /// Record a finished planned reparent.
     pub fn reparent(&self, cluster: &str, result: &str, steps: &[(String, u64)]) {
+        self.record_reparent(cluster, "planned", result, steps);
+    }
+
+    /// Record a finished emergency reparent.
+    pub fn failover(&self, cluster: &str, result: &str, steps: &[(String, u64)]) {
+        self.record_reparent(cluster, "emergency", result, steps);
+    }
+
+    fn record_reparent(&self, cluster: &str, kind: &'static str, result: &str, steps: &[(String, u64)]) {
         if let Some(c) = self.clusters.get(cluster) {
-            if let Some(counter) = c.reparents.get(result) {
+            if let Some(counter) = RESULTS.iter().find(|r| **r == result).and_then(|r| c.reparents.get(&(kind, *r))) {
                 counter.increment(1);
             }
         }

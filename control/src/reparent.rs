@@ -49,6 +49,27 @@ pub struct ReparentReport {
     pub buffered: u64,
 }
 
+/// Wait (up to the max failover duration) for the supervisor to release `episode`.
+pub(crate) async fn verify(run: &mut Run<'_>, episode: u64) -> bool {
+    let cluster = run.cluster;
+    let mut rx = cluster.gate.watch();
+    let deadline = cluster.settings().max_failover_duration;
+    let left = tokio::time::timeout(deadline, rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering)).await;
+    let report = cluster.conditions.borrow().clone();
+    match left {
+        Ok(_) if report.episode == episode && report.all_hold => {
+            run.step("verify", "every leadership condition holds; draining");
+            true
+        }
+        _ => {
+            let failing = report.failing().join("; ");
+            run.step("verify", format!("not every condition held: {failing}"));
+            run.report.error = Some(format!("conditions not met: {failing}"));
+            false
+        }
+    }
+}
+
 /// Why a reparent was refused before it started.
 #[derive(Debug, thiserror::Error)]
 pub enum ReparentError {
@@ -60,15 +81,37 @@ pub enum ReparentError {
     BadCandidate(String),
 }
 
-struct Run<'a> {
-    report: ReparentReport,
+pub(crate) struct Run<'a> {
+    pub(crate) report: ReparentReport,
     started: Instant,
     step_started: Instant,
-    cluster: &'a ClusterHandle,
+    pub(crate) cluster: &'a ClusterHandle,
 }
 
-impl Run<'_> {
-    fn step(&mut self, step: &'static str, detail: impl Into<String>) {
+impl<'a> Run<'a> {
+    pub(crate) fn new(cluster: &'a ClusterHandle, from: &str, to: &str, term: u64) -> Run<'a> {
+        let now = Instant::now();
+        let run = Run {
+            report: ReparentReport {
+                cluster: cluster.name.clone(),
+                outcome: "running",
+                from: from.to_string(),
+                to: to.to_string(),
+                term,
+                steps: Vec::new(),
+                error: None,
+                total_ms: 0,
+                buffered: 0,
+            },
+            started: now,
+            step_started: now,
+            cluster,
+        };
+        run.publish();
+        run
+    }
+
+    pub(crate) fn step(&mut self, step: &'static str, detail: impl Into<String>) {
         let detail = detail.into();
         let ms = self.step_started.elapsed().as_millis() as u64;
         tracing::info!(cluster = %self.cluster.name, step, ms, %detail, "reparent step");
@@ -81,7 +124,7 @@ impl Run<'_> {
         *self.cluster.last_reparent.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.report.clone());
     }
 
-    fn finish(mut self, outcome: &'static str, error: Option<String>, buffered_before: u64) -> ReparentReport {
+    pub(crate) fn finish(mut self, outcome: &'static str, error: Option<String>, buffered_before: u64) -> ReparentReport {
         self.report.outcome = outcome;
         self.report.error = error;
         self.report.total_ms = self.started.elapsed().as_millis() as u64;
@@ -107,7 +150,7 @@ async fn pick_candidate(cluster: &ClusterHandle, old: &str) -> Result<String, Re
                     why.push(format!("{addr} does not replicate from {old}"));
                     continue;
                 }
-                let score: u64 = pos.split(',').filter_map(|g| gtid::parse_gtid(g.trim())).map(|g| g.2).sum();
+                let score = gtid::advance(&pos);
                 if best.as_ref().is_none_or(|(b, _)| score > *b) {
                     best = Some((score, addr.clone()));
                 }
@@ -134,23 +177,7 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
         None => pick_candidate(cluster, &old).await?,
     };
     let buffered_before = cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed);
-    let now = Instant::now();
-    let mut run = Run {
-        report: ReparentReport {
-            cluster: cluster.name.clone(),
-            outcome: "running",
-            from: old.clone(),
-            to: candidate.clone(),
-            term: record.term,
-            steps: Vec::new(),
-            error: None,
-            total_ms: 0,
-            buffered: 0,
-        },
-        started: now,
-        step_started: now,
-        cluster,
-    };
+    let mut run = Run::new(cluster, &old, &candidate, record.term);
 
     // 0. Prepare, while the old primary still serves.
     let mut cand = Server::connect(&candidate, &settings.admin)
@@ -300,19 +327,10 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
     cand.close().await;
 
     // 6. Verify: the supervisor releases the gate once every condition holds.
-    let mut rx = cluster.gate.watch();
-    let deadline = settings.max_failover_duration;
-    let left = tokio::time::timeout(deadline, rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering)).await;
-    let report = cluster.conditions.borrow().clone();
-    match left {
-        Ok(_) if report.episode == episode && report.all_hold => {
-            run.step("verify", "every leadership condition holds; draining");
-            Ok(run.finish("ok", None, buffered_before))
-        }
-        _ => {
-            let failing = report.failing().join("; ");
-            run.step("verify", format!("not every condition held: {failing}"));
-            Ok(run.finish("held", Some(format!("conditions not met: {failing}")), buffered_before))
-        }
+    if verify(&mut run, episode).await {
+        Ok(run.finish("ok", None, buffered_before))
+    } else {
+        let err = run.report.error.clone();
+        Ok(run.finish("held", err, buffered_before))
     }
 }

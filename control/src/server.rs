@@ -38,6 +38,8 @@ pub struct Replication {
     pub sql_running: bool,
     pub lag_seconds: Option<u64>,
     pub last_error: String,
+    /// The GTID position the IO thread has received (`Gtid_IO_Pos`).
+    pub gtid_io_pos: String,
 }
 
 /// One open control-plane connection to a server.
@@ -61,6 +63,8 @@ impl Server {
         let unreachable = |why: String| ServerError::Unreachable { addr: addr.to_string(), why };
         match tokio::time::timeout(login.timeout, Conn::new(opts)).await {
             Ok(Ok(conn)) => Ok(Server { addr: addr.to_string(), conn, timeout: login.timeout }),
+            // It answered, and refused (wrong credentials, too many connections): up.
+            Ok(Err(mysql_async::Error::Server(e))) => Err(ServerError::Query { addr: addr.to_string(), why: format!("login refused: {e}") }),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
             Err(_) => Err(unreachable(format!("no answer within {} ms", login.timeout.as_millis()))),
         }
@@ -129,6 +133,7 @@ impl Server {
             sql_running: get("Slave_SQL_Running") == "Yes",
             lag_seconds: get("Seconds_Behind_Master").parse().ok(),
             last_error: [get("Last_IO_Error"), get("Last_SQL_Error")].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("; "),
+            gtid_io_pos: get("Gtid_IO_Pos"),
         }))
     }
 

@@ -34,6 +34,14 @@ pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Ar
                 break;
             }
             let snapshot = topo.borrow_and_update().clone();
+            // A suspicion that did not come true: no reparent, same term, and the
+            // primary answers writable and not replicating. Release to it.
+            let same_term = snapshot.cluster(&cluster.name).is_some_and(|r| r.term == status.start_term && r.primary == status.old_primary);
+            if !status.planned && same_term && primary_is_healthy(&cluster, &status.old_primary).await {
+                tracing::info!(cluster = %cluster.name, episode, "primary healthy again; releasing");
+                cluster.gate.release(episode);
+                break;
+            }
             let prev = cluster.conditions.borrow().clone();
             let report = conditions::evaluate(&cluster, &snapshot, &status, &prev).await;
             let all = report.all_hold;
@@ -52,5 +60,20 @@ pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Ar
                 _ = topo.changed() => {}
             }
         }
+    }
+}
+
+async fn primary_is_healthy(cluster: &ClusterHandle, addr: &str) -> bool {
+    let mut login = cluster.settings().admin;
+    // More patient than a health check: releasing a held request is cheap, holding
+    // it to the window because of one slow answer is not.
+    login.timeout = cluster.settings().health_timeout * 3;
+    match crate::server::Server::connect(addr, &login).await {
+        Ok(mut s) => {
+            let ok = matches!(s.read_only().await, Ok(false)) && matches!(s.replication().await, Ok(None));
+            s.close().await;
+            ok
+        }
+        Err(_) => false,
     }
 }

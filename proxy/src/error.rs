@@ -85,6 +85,11 @@ impl MysqlError {
     pub fn commit_unknown() -> Self {
         Self::new(9105, "HY000", "baton: connection to the primary lost during COMMIT; the transaction may or may not have committed; check before retrying")
     }
+    /// 9105 (HY000): the connection to the primary was lost while a statement ran
+    /// outside a transaction (an implicit commit): it may or may not have been applied.
+    pub fn statement_unknown(why: &str) -> Self {
+        Self::new(9105, "HY000", format!("baton: connection to the primary lost while the statement ran ({why}); it may or may not have been applied; check before retrying"))
+    }
     /// The error for a request the gate did not let through.
     pub fn from_gate(e: baton_control::gate::GateError, cluster: &str) -> Self {
         use baton_control::gate::GateError as G;

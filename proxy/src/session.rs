@@ -86,6 +86,9 @@ pub struct Session {
     pending_prepare: Option<Bytes>,
     /// Whether any byte of the current response reached the client.
     relayed_any: bool,
+    /// The topology, watched while waiting on the backend: a newer term means the
+    /// primary was replaced (a hung one never answers), so the wait ends.
+    topo_rx: tokio::sync::watch::Receiver<Arc<baton_control::Topology>>,
 }
 
 /// Connect a backend session for `login` on the cluster's current primary.
@@ -133,6 +136,7 @@ impl Session {
         drop(admission);
         client.send(hello.next_seq, &proto::ok_payload(0, proto::SERVER_STATUS_AUTOCOMMIT)).await?;
         Ok(Some(Session {
+            topo_rx: ctx.topology.clone(),
             ctx,
             client,
             peer,
@@ -332,8 +336,11 @@ impl Session {
                     if pinned {
                         self.lose_transaction(code == cmd::QUERY && is_commit(&payload)).await?;
                     } else {
+                        // The statement may or may not have been applied (an implicit
+                        // commit in flight): say so, and suspect the primary.
                         tracing::info!(%why, "backend lost during a command outside a transaction");
-                        self.client.send(1, &proto::err_payload(&MysqlError::backend_lost(&why))).await?;
+                        self.begin_reactive("connection to the primary lost");
+                        self.client.send(1, &proto::err_payload(&MysqlError::statement_unknown(&why))).await?;
                     }
                     return Ok(());
                 }
@@ -484,8 +491,20 @@ impl Session {
         let mut scanner = Scanner::new(expect, self.deprecate_eof());
         let mut last_ok = false;
         let mut first = true;
+        let term = self.backend_term;
         loop {
-            let pkt = self.backend.as_mut().expect("ensured").io.read_raw().await.map_err(backend_lost)?;
+            let backend = self.backend.as_mut().expect("ensured");
+            let pkt = if backend.io.has_buffered_packet() {
+                backend.io.read_raw().await.map_err(backend_lost)?
+            } else {
+                let (topo, name) = (&mut self.topo_rx, &self.cluster.name);
+                tokio::select! {
+                    r = backend.io.read_raw() => r.map_err(backend_lost)?,
+                    _ = replaced(topo, name, term) => {
+                        return Err(ProxyError::BackendLost("the primary was replaced while the command ran".into()));
+                    }
+                }
+            };
             let class = scanner.feed(&pkt);
             if first && class == Class::Err && intercept_read_only && proto::parse_err(pkt.payload()).is_some_and(|e| e.0 == ER_READ_ONLY) {
                 return Ok(Relayed::ReadOnly(Bytes::copy_from_slice(pkt.payload())));
@@ -645,6 +664,18 @@ impl Session {
                 self.client.send(seq, &e.payload()).await?;
                 Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()))
             }
+        }
+    }
+}
+
+/// Resolves once the topology names a primary at a term other than `term`.
+async fn replaced(rx: &mut tokio::sync::watch::Receiver<Arc<baton_control::Topology>>, cluster: &str, term: u64) {
+    loop {
+        if rx.borrow_and_update().cluster(cluster).is_some_and(|r| r.term != term) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

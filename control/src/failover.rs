@@ -1,0 +1,156 @@
+//! The emergency reparent (unplanned failover): the primary is dead or hung.
+//!
+//! Revoke it if it still answers; fence it by stopping every replica's IO thread
+//! (which also removes its semi-sync ackers); let the relay logs apply; elect the
+//! most advanced replica, refusing with "split brain" when its GTID position does
+//! not contain every other's (or every GTID baton acknowledged); promote it at a
+//! new term; repoint the others; then the same condition check and drain as the
+//! planned path. The old primary, when it comes back, is revoked and rejoined by
+//! the health monitor ([`crate::health`]).
+
+use std::sync::Arc;
+
+use crate::cluster::ClusterHandle;
+use crate::gtid;
+use crate::reparent::{verify, ReparentError, ReparentReport, Run};
+use crate::server::Server;
+use crate::store::FileStore;
+use crate::topology::ClusterRecord;
+
+/// Run an emergency reparent of `cluster`. `trigger` says why (operator, health checks).
+pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &FileStore, trigger: &str) -> Result<ReparentReport, ReparentError> {
+    let _lock = cluster.reparent_lock.try_lock().map_err(|_| ReparentError::AlreadyRunning(cluster.name.clone()))?;
+    let settings = cluster.settings();
+    let topo = store.current();
+    let record = topo.cluster(&cluster.name).cloned().ok_or_else(|| ReparentError::NoRecord(cluster.name.clone()))?;
+    let old = record.primary.clone();
+    let buffered_before = cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed);
+    let mut run = Run::new(cluster, &old, "", record.term);
+    let Some(episode) = cluster.gate.begin(record.term, &old, &format!("failover ({trigger})"), true) else {
+        unreachable!("planned episodes are never skipped")
+    };
+    run.step("announce", format!("buffering at term {} (episode {episode}): {trigger}", record.term));
+
+    // Revoke the old primary if it still answers (a failover asked of a live primary).
+    let mut short = settings.admin.clone();
+    short.timeout = settings.health_timeout;
+    let old_alive = match Server::connect(&old, &short).await {
+        Ok(mut s) => {
+            let r = async {
+                s.exec("SET GLOBAL read_only=ON").await?;
+                s.kill_clients(&settings.admin.user).await
+            }
+            .await;
+            s.close().await;
+            match r {
+                Ok(k) => {
+                    run.step("revoke", format!("{old} answered: read_only=ON, {k} connection(s) killed"));
+                    true
+                }
+                Err(e) => {
+                    run.step("revoke", format!("{old} could not be revoked ({e}); fencing it"));
+                    false
+                }
+            }
+        }
+        Err(e) => {
+            run.step("revoke", format!("{e}; fencing it"));
+            false
+        }
+    };
+
+    // Fence: stop every replica's IO thread, then let what they received apply.
+    let mut replicas: Vec<(String, Server)> = Vec::new();
+    let mut notes = Vec::new();
+    for addr in settings.servers.iter().filter(|s| **s != old) {
+        match Server::connect(addr, &settings.admin).await {
+            Ok(mut s) => match s.exec("STOP SLAVE IO_THREAD").await {
+                Ok(()) => replicas.push((addr.clone(), s)),
+                Err(e) => notes.push(e.to_string()),
+            },
+            Err(e) => notes.push(e.to_string()),
+        }
+    }
+    run.step("fence", format!("IO threads stopped on {} replica(s){}", replicas.len(), if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }));
+    let mut positions = Vec::new();
+    for (addr, s) in &mut replicas {
+        let io_pos = s.replication().await.ok().flatten().map(|r| r.gtid_io_pos).unwrap_or_default();
+        if !io_pos.is_empty() {
+            let _ = s.wait_for_gtid(&io_pos, settings.catchup_timeout).await;
+        }
+        let pos = s.gtid_current_pos().await.unwrap_or_default();
+        positions.push((addr.clone(), pos));
+    }
+    run.step("apply_relay", positions.iter().map(|(a, p)| format!("{a} at {p:?}")).collect::<Vec<_>>().join(", "));
+
+    // Elect.
+    let acked = cluster.acked.position();
+    let winner = positions.iter().max_by_key(|(_, p)| gtid::advance(p)).cloned();
+    let refusal = match &winner {
+        None => Some("no reachable replica to promote".to_string()),
+        Some((w, wp)) => positions
+            .iter()
+            .filter(|(a, _)| a != w)
+            .find_map(|(a, p)| gtid::contains(wp, p).err().map(|why| format!("split brain: {w} does not contain {a}'s position {p:?} ({why})")))
+            .or_else(|| gtid::contains(wp, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}"))),
+    };
+    if let Some(why) = refusal {
+        // Nothing promoted. Let the replicas reconnect; give the old primary back if it was alive.
+        for (_, s) in &mut replicas {
+            let _ = s.exec("START SLAVE IO_THREAD").await;
+        }
+        if old_alive {
+            if let Ok(mut s) = Server::connect(&old, &short).await {
+                let _ = s.exec("SET GLOBAL read_only=OFF").await;
+            }
+            cluster.gate.release(episode);
+        }
+        run.step("elect", format!("refused: {why}"));
+        for (_, s) in replicas {
+            s.close().await;
+        }
+        return Ok(run.finish("refused", Some(why), buffered_before));
+    }
+    let (winner, wpos) = winner.expect("checked");
+    run.report.to = winner.clone();
+    run.step("elect", format!("{winner} at {wpos:?} contains every other replica and every acknowledged write"));
+
+    // Promote, publish, repoint.
+    let term = record.term + 1;
+    let promoted = async {
+        let (_, s) = replicas.iter_mut().find(|(a, _)| *a == winner).expect("winner is a replica");
+        s.exec("STOP SLAVE").await?;
+        s.exec("RESET SLAVE ALL").await?;
+        s.exec("SET GLOBAL read_only=OFF").await
+    }
+    .await;
+    if let Err(e) = promoted {
+        let err = format!("promote failed: {e}");
+        run.step("promote", err.clone());
+        return Ok(run.finish("held", Some(err), buffered_before));
+    }
+    run.step("promote", format!("{winner} is writable and not replicating"));
+    if let Err(e) = store.put_cluster(&cluster.name, ClusterRecord { primary: winner.clone(), term, servers: record.servers.clone() }).await {
+        let err = format!("publishing the new primary failed: {e}");
+        run.step("publish", err.clone());
+        return Ok(run.finish("held", Some(err), buffered_before));
+    }
+    run.report.term = term;
+    run.step("publish", format!("topology names {winner} at term {term}"));
+    let mut notes = Vec::new();
+    for (addr, s) in replicas.iter_mut().filter(|(a, _)| *a != winner) {
+        if let Err(e) = s.replicate_from(&winner, &settings.repl_user, &settings.repl_password, false).await {
+            notes.push(format!("{addr}: {e}"));
+        }
+    }
+    run.step("repoint", if notes.is_empty() { "every reachable replica replicates from the new primary".to_string() } else { notes.join("; ") });
+    for (_, s) in replicas {
+        s.close().await;
+    }
+    if verify(&mut run, episode).await {
+        Ok(run.finish("ok", None, buffered_before))
+    } else {
+        let err = run.report.error.clone();
+        Ok(run.finish("held", err, buffered_before))
+    }
+}

@@ -1,0 +1,155 @@
+//! The health monitor of one cluster: checks every server each `health.interval`.
+//!
+//! - The primary failing a check makes the gate buffer at once (suspicion); after
+//!   `failure_threshold` consecutive failures, clusters with `auto_failover` fail
+//!   over ([`crate::failover`]). A primary that answers again before that ends the
+//!   suspicion (the supervisor releases a reactive episode whose primary is healthy).
+//! - Fencing: a server that is not the named primary but is writable is made
+//!   read-only as soon as it answers (an old primary coming back).
+//! - Rejoin: a server that does not replicate and whose GTID position is contained
+//!   in the primary's is pointed at the primary; otherwise it is reported errant
+//!   and kept out.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::ClusterHandle;
+use crate::gate::Phase;
+use crate::gtid;
+use crate::server::{AdminLogin, Server};
+use crate::store::FileStore;
+
+/// One server as the last check saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerHealth {
+    pub addr: String,
+    pub reachable: bool,
+    pub read_only: Option<bool>,
+    pub source: Option<String>,
+    pub gtid_binlog_pos: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The monitor's latest view.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HealthReport {
+    pub primary_failures: u32,
+    pub servers: Vec<ServerHealth>,
+    /// Servers kept out because their history diverged from the primary's.
+    pub errant: Vec<String>,
+    /// The last fencing, rejoin or failover action, with its outcome.
+    pub last_action: Option<String>,
+}
+
+async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
+    match Server::connect(&addr, &login).await {
+        Err(e) => {
+            // A server that answers with an error is up; only silence or a refused or
+            // reset connection counts as down.
+            let reachable = matches!(e, crate::server::ServerError::Query { .. });
+            ServerHealth { addr, reachable, read_only: None, source: None, gtid_binlog_pos: None, error: Some(e.to_string()) }
+        }
+        Ok(mut s) => {
+            let ro = s.read_only().await;
+            let repl = s.replication().await;
+            let pos = s.gtid_binlog_pos().await;
+            s.close().await;
+            match (ro, repl, pos) {
+                (Ok(ro), Ok(repl), Ok(pos)) => ServerHealth { addr, reachable: true, read_only: Some(ro), source: repl.map(|r| r.source), gtid_binlog_pos: Some(pos), error: None },
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    let reachable = matches!(e, crate::server::ServerError::Query { .. });
+                    ServerHealth { addr, reachable, read_only: None, source: None, gtid_binlog_pos: None, error: Some(e.to_string()) }
+                }
+            }
+        }
+    }
+}
+
+/// Run until `stop` is cancelled.
+pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, stop: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let settings = cluster.settings();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(settings.health_interval) => {}
+        }
+        if !settings.admin_configured {
+            continue; // nothing can be checked without the control plane's account
+        }
+        let topo = store.current();
+        let Some(record) = topo.cluster(&cluster.name).cloned() else { continue };
+        let mut login = settings.admin.clone();
+        login.timeout = settings.health_timeout;
+        let mut set = tokio::task::JoinSet::new();
+        for (i, addr) in settings.servers.iter().enumerate() {
+            let (addr, login) = (addr.clone(), login.clone());
+            set.spawn(async move { (i, probe(addr, login).await) });
+        }
+        let mut servers: Vec<(usize, ServerHealth)> = set.join_all().await;
+        servers.sort_by_key(|(i, _)| *i);
+        let servers: Vec<ServerHealth> = servers.into_iter().map(|(_, s)| s).collect();
+        let primary = servers.iter().find(|s| s.addr == record.primary).cloned();
+        let mut action = None;
+        let mut errant = Vec::new();
+
+        if primary.as_ref().is_some_and(|p| p.reachable) {
+            failures = 0;
+        } else {
+            failures += 1;
+            // Suspect the primary (and hold requests) when it refuses connections, or
+            // after a second slow check: one slow answer under load is not a failure.
+            let refused = primary.as_ref().and_then(|p| p.error.as_deref()).is_some_and(|e| e.contains("refused"));
+            if refused || failures >= 2.min(settings.failure_threshold) {
+                cluster.gate.begin(record.term, &record.primary, &format!("primary failed {failures} health check(s)"), false);
+            }
+            if failures >= settings.failure_threshold && settings.auto_failover {
+                let why = format!("primary {} failed {failures} health checks", record.primary);
+                tracing::warn!(cluster = %cluster.name, "{why}: failing over");
+                action = Some(match crate::failover::emergency(&cluster, &store, &why).await {
+                    Ok(r) => format!("automatic failover: {} ({} -> {}){}", r.outcome, r.from, r.to, r.error.map(|e| format!(": {e}")).unwrap_or_default()),
+                    Err(e) => format!("automatic failover not run: {e}"),
+                });
+                failures = 0;
+            }
+        }
+
+        // Fencing and rejoin, only while nothing else is moving the cluster.
+        let p = primary.filter(|p| p.reachable && p.read_only == Some(false) && p.source.is_none());
+        if let (Some(p), Ok(_guard)) = (p, cluster.reparent_lock.try_lock()) {
+            if cluster.gate.phase() == Phase::Idle {
+                let ppos = p.gtid_binlog_pos.clone().unwrap_or_default();
+                for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
+                    let Ok(mut c) = Server::connect(&s.addr, &settings.admin).await else { continue };
+                    if s.read_only == Some(false) {
+                        let r = c.exec("SET GLOBAL read_only=ON").await;
+                        action = Some(format!("fenced {}: read_only=ON ({})", s.addr, if r.is_ok() { "done" } else { "failed" }));
+                    }
+                    if s.source.is_none() {
+                        let spos = s.gtid_binlog_pos.clone().unwrap_or_default();
+                        match gtid::contains(&ppos, &spos) {
+                            Ok(()) => {
+                                let r = c.replicate_from(&p.addr, &settings.repl_user, &settings.repl_password, true).await;
+                                action = Some(format!("rejoined {} as a replica of {}: {}", s.addr, p.addr, r.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())));
+                            }
+                            Err(why) => errant.push(format!("{}: {why}", s.addr)),
+                        }
+                    }
+                    c.close().await;
+                }
+            }
+        }
+        if let Some(a) = &action {
+            tracing::info!(cluster = %cluster.name, "{a}");
+        }
+        let mut h = cluster.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.primary_failures = failures;
+        h.servers = servers;
+        h.errant = errant;
+        if action.is_some() {
+            h.last_action = action;
+        }
+    }
+}
