@@ -13,6 +13,8 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Servers that tests killed and started again are not the harness's children.
+  pkill -f -- "--defaults-file=$work/" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT

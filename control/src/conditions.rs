@@ -114,7 +114,7 @@ pub async fn evaluate(cluster: &ClusterHandle, topo: &Topology, gate: &GateStatu
                 (Err(e), _) | (_, Err(e)) => cond("C3", "writable", false, e.to_string()),
             };
             let acked = cluster.acked.position();
-            let c4 = match s.gtid_binlog_pos().await {
+            let c4 = match s.gtid_binlog_state().await {
                 Ok(pos) => match gtid::contains(&pos, &acked) {
                     Ok(()) => cond("C4", "caught_up", true, format!("{new_primary} has {pos:?}, contains acknowledged {acked:?}")),
                     Err(why) => cond("C4", "caught_up", false, format!("{new_primary} {why} (acknowledged {acked:?})")),

@@ -60,17 +60,26 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &FileStore, trigger:
     };
 
     // Fence: stop every replica's IO thread, then let what they received apply.
+    // In parallel, and patiently: an IO thread blocked reading from a hung primary
+    // stops only when that read gives up.
+    let mut set = tokio::task::JoinSet::new();
+    for addr in settings.servers.iter().filter(|s| **s != old) {
+        let (addr, login, patience) = (addr.clone(), settings.admin.clone(), settings.catchup_timeout);
+        set.spawn(async move {
+            let mut s = Server::connect(&addr, &login).await?;
+            s.exec_within("STOP SLAVE IO_THREAD", patience).await?;
+            Ok::<_, crate::server::ServerError>((addr, s))
+        });
+    }
     let mut replicas: Vec<(String, Server)> = Vec::new();
     let mut notes = Vec::new();
-    for addr in settings.servers.iter().filter(|s| **s != old) {
-        match Server::connect(addr, &settings.admin).await {
-            Ok(mut s) => match s.exec("STOP SLAVE IO_THREAD").await {
-                Ok(()) => replicas.push((addr.clone(), s)),
-                Err(e) => notes.push(e.to_string()),
-            },
+    for r in set.join_all().await {
+        match r {
+            Ok(x) => replicas.push(x),
             Err(e) => notes.push(e.to_string()),
         }
     }
+    replicas.sort_by(|a, b| a.0.cmp(&b.0));
     run.step("fence", format!("IO threads stopped on {} replica(s){}", replicas.len(), if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }));
     let mut positions = Vec::new();
     for (addr, s) in &mut replicas {
@@ -79,20 +88,21 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &FileStore, trigger:
             let _ = s.wait_for_gtid(&io_pos, settings.catchup_timeout).await;
         }
         let pos = s.gtid_current_pos().await.unwrap_or_default();
-        positions.push((addr.clone(), pos));
+        let state = s.gtid_binlog_state().await.unwrap_or_default();
+        positions.push((addr.clone(), pos, state));
     }
-    run.step("apply_relay", positions.iter().map(|(a, p)| format!("{a} at {p:?}")).collect::<Vec<_>>().join(", "));
+    run.step("apply_relay", positions.iter().map(|(a, p, _)| format!("{a} at {p:?}")).collect::<Vec<_>>().join(", "));
 
     // Elect.
     let acked = cluster.acked.position();
-    let winner = positions.iter().max_by_key(|(_, p)| gtid::advance(p)).cloned();
+    let winner = positions.iter().max_by_key(|(_, p, _)| gtid::advance(p)).cloned();
     let refusal = match &winner {
         None => Some("no reachable replica to promote".to_string()),
-        Some((w, wp)) => positions
+        Some((w, _, wstate)) => positions
             .iter()
-            .filter(|(a, _)| a != w)
-            .find_map(|(a, p)| gtid::contains(wp, p).err().map(|why| format!("split brain: {w} does not contain {a}'s position {p:?} ({why})")))
-            .or_else(|| gtid::contains(wp, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}"))),
+            .filter(|(a, _, _)| a != w)
+            .find_map(|(a, pos, _)| gtid::contains(wstate, pos).err().map(|why| format!("split brain: {w} does not contain {a}'s position {pos:?} ({why})")))
+            .or_else(|| gtid::contains(wstate, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}"))),
     };
     if let Some(why) = refusal {
         // Nothing promoted. Let the replicas reconnect; give the old primary back if it was alive.
@@ -111,7 +121,7 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &FileStore, trigger:
         }
         return Ok(run.finish("refused", Some(why), buffered_before));
     }
-    let (winner, wpos) = winner.expect("checked");
+    let (winner, wpos, _) = winner.expect("checked");
     run.report.to = winner.clone();
     run.step("elect", format!("{winner} at {wpos:?} contains every other replica and every acknowledged write"));
 

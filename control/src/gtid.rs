@@ -34,25 +34,25 @@ impl AckedGtids {
     }
 }
 
-/// Does `position` (a server's GTID position, `d-s-n,...`) contain every GTID of
-/// `other`? With gtid_strict_mode a domain's sequence numbers are ordered, so per
-/// domain: a higher seq_no contains a lower one; an equal seq_no must come from the
-/// same server (else the histories diverged: split brain). Returns the first
-/// missing or diverging GTID as the reason when it does not.
-pub fn contains(position: &str, other: &str) -> Result<(), String> {
-    let pos: BTreeMap<u32, (u32, u64)> = position
+/// Does a server whose `@@gtid_binlog_state` is `state` contain every GTID of
+/// `other` (a position or a state, `d-s-n,...`)? The binlog state keeps the last
+/// sequence number of every (domain, server) pair, so the check is exact: for each
+/// (d, s, n) of `other`, the state must have (d, s) at n or later. A transaction
+/// that only `other` has (an errant one, or the other side of a split brain) is
+/// missing even when `state` has higher sequence numbers from other servers.
+/// Returns the first missing GTID as the reason when it does not.
+pub fn contains(state: &str, other: &str) -> Result<(), String> {
+    let have: BTreeMap<(u32, u32), u64> = state
         .split(',')
         .filter_map(|g| parse_gtid(g.trim()))
-        .map(|(d, s, n)| (d, (s, n)))
+        .map(|(d, s, n)| ((d, s), n))
         .collect();
     for g in other.split(',').filter(|g| !g.trim().is_empty()) {
         let Some((d, s, n)) = parse_gtid(g.trim()) else { continue };
-        match pos.get(&d) {
-            Some(&(_, have)) if have > n => {}
-            Some(&(hs, have)) if have == n && hs == s => {}
-            Some(&(hs, have)) if have == n => return Err(format!("has {d}-{hs}-{have} where the other has {d}-{s}-{n}: diverged")),
-            Some(&(_, have)) => return Err(format!("has only up to seq {have} in domain {d}, needs {d}-{s}-{n}")),
-            None => return Err(format!("has nothing of domain {d}, needs {d}-{s}-{n}")),
+        match have.get(&(d, s)) {
+            Some(&m) if m >= n => {}
+            Some(&m) => return Err(format!("has {d}-{s}-{m}, lacks {d}-{s}-{n}")),
+            None => return Err(format!("has nothing from server {s} in domain {d}, lacks {d}-{s}-{n}")),
         }
     }
     Ok(())
@@ -87,12 +87,13 @@ mod tests {
     }
 
     #[test]
-    fn containment_is_per_domain() {
-        assert!(contains("0-1-10,1-1-3", "0-2-8,1-1-3").is_ok());
-        assert!(contains("0-1-7", "0-2-8").unwrap_err().contains("up to seq 7 in domain 0, needs 0-2-8"));
-        assert!(contains("0-1-7", "1-1-1").unwrap_err().contains("nothing of domain 1"));
+    fn containment_uses_the_binlog_state() {
+        // State: server 1 wrote up to 10, then server 2 (after a failover) up to 15.
+        let state = "0-1-10,0-2-15,1-1-3";
+        assert!(contains(state, "0-2-8,1-1-3").is_ok());
+        assert!(contains(state, "0-1-10").is_ok());
+        assert!(contains(state, "0-1-11").unwrap_err().contains("lacks 0-1-11"), "an errant transaction of the old primary");
+        assert!(contains(state, "0-3-5").unwrap_err().contains("nothing from server 3"));
         assert!(contains("", "").is_ok());
-        assert!(contains("0-2-8", "0-2-8").is_ok());
-        assert!(contains("0-3-8", "0-2-8").unwrap_err().contains("diverged"));
     }
 }

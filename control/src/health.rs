@@ -29,6 +29,7 @@ pub struct ServerHealth {
     pub read_only: Option<bool>,
     pub source: Option<String>,
     pub gtid_binlog_pos: Option<String>,
+    pub gtid_binlog_state: Option<String>,
     pub error: Option<String>,
 }
 
@@ -49,18 +50,27 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
             // A server that answers with an error is up; only silence or a refused or
             // reset connection counts as down.
             let reachable = matches!(e, crate::server::ServerError::Query { .. });
-            ServerHealth { addr, reachable, read_only: None, source: None, gtid_binlog_pos: None, error: Some(e.to_string()) }
+            ServerHealth { addr, reachable, read_only: None, source: None, gtid_binlog_pos: None, gtid_binlog_state: None, error: Some(e.to_string()) }
         }
         Ok(mut s) => {
             let ro = s.read_only().await;
             let repl = s.replication().await;
             let pos = s.gtid_binlog_pos().await;
+            let state = s.gtid_binlog_state().await.ok();
             s.close().await;
             match (ro, repl, pos) {
-                (Ok(ro), Ok(repl), Ok(pos)) => ServerHealth { addr, reachable: true, read_only: Some(ro), source: repl.map(|r| r.source), gtid_binlog_pos: Some(pos), error: None },
+                (Ok(ro), Ok(repl), Ok(pos)) => ServerHealth {
+                    addr,
+                    reachable: true,
+                    read_only: Some(ro),
+                    source: repl.map(|r| r.source),
+                    gtid_binlog_pos: Some(pos),
+                    gtid_binlog_state: state,
+                    error: None,
+                },
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     let reachable = matches!(e, crate::server::ServerError::Query { .. });
-                    ServerHealth { addr, reachable, read_only: None, source: None, gtid_binlog_pos: None, error: Some(e.to_string()) }
+                    ServerHealth { addr, reachable, read_only: None, source: None, gtid_binlog_pos: None, gtid_binlog_state: None, error: Some(e.to_string()) }
                 }
             }
         }
@@ -120,7 +130,7 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, stop: Cancel
         let p = primary.filter(|p| p.reachable && p.read_only == Some(false) && p.source.is_none());
         if let (Some(p), Ok(_guard)) = (p, cluster.reparent_lock.try_lock()) {
             if cluster.gate.phase() == Phase::Idle {
-                let ppos = p.gtid_binlog_pos.clone().unwrap_or_default();
+                let pstate = p.gtid_binlog_state.clone().unwrap_or_default();
                 for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
                     let Ok(mut c) = Server::connect(&s.addr, &settings.admin).await else { continue };
                     if s.read_only == Some(false) {
@@ -129,7 +139,7 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, stop: Cancel
                     }
                     if s.source.is_none() {
                         let spos = s.gtid_binlog_pos.clone().unwrap_or_default();
-                        match gtid::contains(&ppos, &spos) {
+                        match gtid::contains(&pstate, &spos) {
                             Ok(()) => {
                                 let r = c.replicate_from(&p.addr, &settings.repl_user, &settings.repl_password, true).await;
                                 action = Some(format!("rejoined {} as a replica of {}: {}", s.addr, p.addr, r.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())));

@@ -90,6 +90,13 @@ impl Server {
         self.run("exec", t, move |c| Box::pin(async move { c.query_drop(sql).await })).await
     }
 
+    /// Like [`Server::exec`] with its own timeout (for statements that may wait on a
+    /// hung peer, such as stopping a replication thread that is blocked reading).
+    pub async fn exec_within(&mut self, sql: &str, timeout: Duration) -> Result<(), ServerError> {
+        let sql = sql.to_string();
+        self.run("exec", timeout, move |c| Box::pin(async move { c.query_drop(sql).await })).await
+    }
+
     /// One scalar as a string (NULL as "").
     pub async fn scalar(&mut self, sql: &str) -> Result<String, ServerError> {
         let sql = sql.to_string();
@@ -104,6 +111,11 @@ impl Server {
 
     pub async fn gtid_binlog_pos(&mut self) -> Result<String, ServerError> {
         self.scalar("SELECT @@GLOBAL.gtid_binlog_pos").await
+    }
+
+    /// The last GTID of every (domain, server) in this server's binlog.
+    pub async fn gtid_binlog_state(&mut self) -> Result<String, ServerError> {
+        self.scalar("SELECT @@GLOBAL.gtid_binlog_state").await
     }
 
     pub async fn gtid_current_pos(&mut self) -> Result<String, ServerError> {

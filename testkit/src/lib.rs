@@ -109,6 +109,10 @@ rpl_semi_sync_master_enabled=ON
 rpl_semi_sync_slave_enabled=ON
 rpl_semi_sync_master_wait_no_slave=OFF
 rpl_semi_sync_master_timeout=10000
+rpl_semi_sync_master_wait_point=AFTER_SYNC
+# A crashed primary restarts as a replica candidate: recovery truncates what its
+# binlog holds beyond the acknowledged (prepared, never committed) transactions.
+init_rpl_role=SLAVE
 slave_parallel_threads=4
 slave_parallel_mode=optimistic
 read_only=ON

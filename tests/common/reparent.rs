@@ -22,15 +22,53 @@ pub fn info() -> ClusterInfo {
     ClusterInfo::from_var("BATON_TEST_CLUSTER_REPARENT")
 }
 
-pub async fn admin(addr: &str) -> Conn {
+pub fn admin_opts(addr: &str) -> mysql_async::Opts {
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let opts = mysql_async::OptsBuilder::default()
+    mysql_async::OptsBuilder::default()
         .ip_or_hostname(host)
         .tcp_port(port.parse().unwrap())
         .user(Some("admin"))
         .pass(Some("admin"))
-        .prefer_socket(false);
-    Conn::new(opts).await.unwrap_or_else(|e| panic!("admin connection to {addr}: {e}"))
+        .prefer_socket(false)
+        .into()
+}
+
+pub async fn admin(addr: &str) -> Conn {
+    Conn::new(admin_opts(addr)).await.unwrap_or_else(|e| panic!("admin connection to {addr}: {e}"))
+}
+
+/// The pid of the mariadbd serving `addr` (from its pid file: restarts change it).
+pub fn pid_of(info: &ClusterInfo, addr: &str) -> i32 {
+    let i = info.servers.iter().position(|s| s == addr).unwrap();
+    let path = info.sockets[i].with_file_name("mariadbd.pid");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().parse().unwrap()
+}
+
+/// Send `sig` (KILL, STOP, CONT) to the mariadbd serving `addr`.
+pub fn signal(info: &ClusterInfo, addr: &str, sig: &str) {
+    let pid = pid_of(info, addr);
+    let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Start the mariadbd of `addr` again (after a SIGKILL), detached; scripts/test.sh
+/// stops it with the rest at the end.
+pub async fn restart(info: &ClusterInfo, addr: &str) {
+    let i = info.servers.iter().position(|s| s == addr).unwrap();
+    let cnf = info.sockets[i].with_file_name("my.cnf");
+    std::process::Command::new("mariadbd")
+        .arg(format!("--defaults-file={}", cnf.display()))
+        .arg("--user=mysql")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Conn::new(admin_opts(addr)).await.is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub async fn scalar(c: &mut Conn, sql: &str) -> String {
@@ -51,9 +89,25 @@ pub async fn source_of(c: &mut Conn) -> String {
     }
 }
 
+async fn try_admin(addr: &str) -> Option<Conn> {
+    tokio::time::timeout(Duration::from_secs(3), Conn::new(admin_opts(addr))).await.ok()?.ok()
+}
+
 /// Bring the cluster to one writable primary with every other server a read-only,
-/// caught-up replica of it. Returns the primary.
+/// caught-up replica of it, whatever an earlier (maybe failed) test left: stopped
+/// or killed servers are resumed or restarted; a replica whose history diverged is
+/// reset to follow the primary. Returns the primary.
 pub async fn heal(info: &ClusterInfo) -> String {
+    for (i, _) in info.servers.iter().enumerate() {
+        if let Ok(pid) = std::fs::read_to_string(info.sockets[i].with_file_name("mariadbd.pid")) {
+            let _ = std::process::Command::new("kill").arg("-CONT").arg(pid.trim()).status();
+        }
+    }
+    for s in &info.servers {
+        if try_admin(s).await.is_none() {
+            restart(info, s).await;
+        }
+    }
     let mut primary = None;
     for s in &info.servers {
         let mut c = admin(s).await;
@@ -62,10 +116,29 @@ pub async fn heal(info: &ClusterInfo) -> String {
             break;
         }
     }
-    let primary = primary.unwrap_or_else(|| info.servers[0].clone());
+    let primary = match primary {
+        Some(p) => p,
+        None => {
+            // Nobody writable (e.g. an old primary restarted read-only): the most advanced.
+            let mut best = (0u64, info.servers[0].clone());
+            for s in &info.servers {
+                let mut c = admin(s).await;
+                let pos = scalar(&mut c, "SELECT @@gtid_binlog_pos").await;
+                let adv = baton_control::gtid::advance(&pos);
+                if adv > best.0 {
+                    best = (adv, s.clone());
+                }
+            }
+            best.1
+        }
+    };
     let mut p = admin(&primary).await;
     p.query_drop("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF").await.unwrap();
     let (_, pport) = primary.rsplit_once(':').unwrap();
+    let change = format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={pport}, MASTER_USER='repl', \
+         MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1"
+    );
     for s in info.servers.iter().filter(|s| **s != primary) {
         let mut c = admin(s).await;
         c.query_drop("SET GLOBAL read_only=ON").await.unwrap();
@@ -76,19 +149,20 @@ pub async fn heal(info: &ClusterInfo) -> String {
                 && r.get::<Option<String>, _>("Master_Port").flatten().as_deref() == Some(pport)
         });
         if !ok {
-            c.query_drop(format!(
-                "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={pport}, MASTER_USER='repl', \
-                 MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE"
-            ))
-            .await
-            .unwrap();
+            c.query_drop(format!("STOP SLAVE; {change}; START SLAVE")).await.unwrap();
         }
     }
     let pos = scalar(&mut p, "SELECT @@gtid_binlog_pos").await;
     for s in info.servers.iter().filter(|s| **s != primary) {
         let mut c = admin(s).await;
-        let r = scalar(&mut c, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await;
-        assert_eq!(r, "0", "{s} did not catch up with {primary} at {pos}: {:?}", source_of(&mut c).await);
+        if scalar(&mut c, &format!("SELECT MASTER_GTID_WAIT('{pos}', 10)")).await != "0" {
+            // Diverged (an errant transaction of a former primary): start over from
+            // the primary's position. Test tables are re-created by each test.
+            c.query_drop(format!("STOP SLAVE; RESET MASTER; SET GLOBAL gtid_slave_pos='{pos}'; {change}; START SLAVE")).await.unwrap();
+            let pos = scalar(&mut p, "SELECT @@gtid_binlog_pos").await;
+            let r = scalar(&mut c, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await;
+            assert_eq!(r, "0", "{s} did not catch up with {primary} at {pos}: {:?}", source_of(&mut c).await);
+        }
     }
     primary
 }
@@ -158,13 +232,16 @@ pub enum Kind {
 pub struct Outcome {
     pub acked: Vec<(i64, i64)>,
     pub errors: Vec<String>,
+    /// (writer, seq, MySQL error code; 0 if not a server error) of writes that
+    /// returned an error (a transaction's rows are seq and -seq).
+    pub failed: Vec<(i64, i64, u16)>,
 }
 
 /// Write rows (writer, seq) as fast as possible until `stop`.
 pub async fn writer(port: u16, w: i64, kind: Kind, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>) -> Outcome {
     let mut out = Outcome::default();
     let mut c = Conn::new(super::opts(port, Some("baton_test"))).await.unwrap();
-    let stmt = c.prep("INSERT INTO rp_rows (writer, seq, kind) VALUES (?, ?, 'ps')").await.unwrap();
+    let mut stmt = c.prep("INSERT INTO rp_rows (writer, seq, kind) VALUES (?, ?, 'ps')").await.unwrap();
     let mut seq = 0i64;
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
@@ -193,7 +270,23 @@ pub async fn writer(port: u16, w: i64, kind: Kind, stop: Arc<AtomicBool>, acked:
                 }
                 acked.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => out.errors.push(format!("writer {w} ({kind:?}) seq {seq}: {e}")),
+            Err(e) => {
+                let code = match &e {
+                    mysql_async::Error::Server(s) => s.code,
+                    _ => 0,
+                };
+                out.failed.push((w, seq, code));
+                out.errors.push(format!("writer {w} ({kind:?}) seq {seq}: {e}"));
+                if code == 0 {
+                    // The client library gave up on the connection: a new one.
+                    if let Ok(mut n) = Conn::new(super::opts(port, Some("baton_test"))).await {
+                        if let Ok(s) = n.prep("INSERT INTO rp_rows (writer, seq, kind) VALUES (?, ?, 'ps')").await {
+                            stmt = s;
+                            c = n;
+                        }
+                    }
+                }
+            }
         }
     }
     let _ = c.disconnect().await;

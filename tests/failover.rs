@@ -1,0 +1,246 @@
+//! Unplanned failover against the real cluster: the primary SIGKILLed under 8
+//! writers (automatic failover), restarted (fenced, then rejoined), hung with
+//! SIGSTOP (detected by timeouts; revoked once it answers again), and failovers
+//! that must be refused (no replica has every acknowledged write; split brain).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::reparent::*;
+use common::*;
+use mysql_async::prelude::*;
+
+const AUTO: &str = "[buffer]\nwindow_ms = 30000\nmax_failover_duration_ms = 60000\nmin_time_between_failovers_ms = 0\ndrain_concurrency = 4\n\
+                    [reparent]\ncheck_interval_ms = 20\ncatchup_timeout_ms = 10000\n\
+                    [health]\ninterval_ms = 300\ntimeout_ms = 700\nfailure_threshold = 3\n";
+
+fn logs() {
+    let _ = tracing_subscriber::fmt().with_env_filter("baton_control=info,baton_proxy=info").with_test_writer().try_init();
+}
+
+async fn table(port: u16) {
+    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    c.query_drop("DROP TABLE IF EXISTS rp_rows; CREATE TABLE rp_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, writer INT NOT NULL, seq INT NOT NULL, kind VARCHAR(8))")
+        .await
+        .unwrap();
+}
+
+async fn wait_term(running: &baton::Running, term: u64, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = running.store.current().cluster("main").unwrap().clone();
+        if r.term >= term {
+            return r.primary;
+        }
+        let h = running.proxy.clusters["main"].last_reparent.lock().unwrap().clone();
+        assert!(Instant::now() < deadline, "no failover within {timeout:?}; last: {h:?}; health: {:?}", running.proxy.clusters["main"].health.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rows per (writer, seq) on `addr`.
+async fn rows(addr: &str) -> HashMap<(i64, i64), i64> {
+    let mut p = admin(addr).await;
+    let rows: Vec<(i64, i64, i64)> = p.query("SELECT writer, seq, COUNT(*) FROM baton_test.rp_rows GROUP BY writer, seq").await.unwrap();
+    rows.into_iter().map(|(w, s, n)| ((w, s), n)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_primary_under_load_fails_over_without_losing_acknowledged_writes() {
+    let _l = LOCK.lock().await;
+    logs();
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start_auto(&info, &primary).await;
+    let port = running.mysql_addr.port();
+    table(port).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let kinds = [Kind::Autocommit, Kind::Autocommit, Kind::Autocommit, Kind::Transaction, Kind::Transaction, Kind::Transaction, Kind::Prepared, Kind::Prepared];
+    let writers: Vec<_> = kinds.iter().enumerate().map(|(i, k)| tokio::spawn(writer(port, i as i64 + 1, *k, stop.clone(), acked.clone()))).collect();
+    wait_count(&acked, 300, Duration::from_secs(30)).await;
+
+    signal(&info, &primary, "KILL");
+    let killed_at = Instant::now();
+    let new_primary = wait_term(&running, 2, Duration::from_secs(30)).await;
+    assert_ne!(new_primary, primary);
+    let before = acked.load(Ordering::Relaxed);
+    wait_count(&acked, before + 300, Duration::from_secs(30)).await;
+    let resumed = killed_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (mut all, mut failed) = (Vec::new(), Vec::new());
+    for w in writers {
+        let o = w.await.unwrap();
+        all.extend(o.acked);
+        failed.extend(o.failed);
+    }
+    println!("failover: writes resumed {resumed:?} after the SIGKILL; {} acknowledged; failed: {failed:?}", all.len());
+    // Errors only for what was in flight at the crash: at most one per writer, each
+    // either "transaction lost" (9101) or "outcome unknown" (9105).
+    assert!(failed.len() <= kinds.len(), "{failed:?}");
+    assert!(failed.iter().all(|f| f.2 == 9101 || f.2 == 9105), "{failed:?}");
+    let counts = rows(&new_primary).await;
+    let lost: Vec<_> = all.iter().filter(|k| !counts.contains_key(k)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(counts.values().all(|n| *n == 1), "a row applied twice");
+    for (w, s, code) in &failed {
+        if *code == 9101 {
+            assert!(!counts.contains_key(&(*w, *s)) && !counts.contains_key(&(*w, -*s)), "a lost transaction's rows are present: {w}/{s}");
+        }
+    }
+
+    // The killed primary comes back: fenced (read-only), then rejoined as a replica.
+    restart(&info, &primary).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = admin(&primary).await;
+        let ro = scalar(&mut c, "SELECT @@read_only").await;
+        assert_eq!(ro, "1", "the old primary never takes writes");
+        if source_of(&mut c).await == new_primary {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not rejoined: {:?}", running.proxy.clusters["main"].health.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pos = scalar(&mut admin(&new_primary).await, "SELECT @@gtid_binlog_pos").await;
+    assert_eq!(scalar(&mut admin(&primary).await, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await, "0");
+    assert_eq!(rows(&primary).await, rows(&new_primary).await, "the rejoined server has exactly the new primary's rows");
+    running.shutdown(Some(Duration::from_millis(100))).await;
+}
+
+async fn start_auto(info: &baton_testkit::ClusterInfo, primary: &str) -> (baton::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{AUTO}\
+         [[users]]\nname = \"app\"\npassword = \"app\"\n\
+         [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\nadmin_user = \"admin\"\nadmin_password = \"admin\"\n\
+         repl_password = \"repl\"\ndurability = \"semi_sync\"\nauto_failover = true\n",
+        dir.path().join("topology.json").display().to_string()
+    );
+    let config = baton_control::Config::parse(&text).unwrap();
+    (baton::start(config).await.unwrap(), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hung_primary_is_detected_replaced_and_revoked_when_it_wakes() {
+    let _l = LOCK.lock().await;
+    logs();
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start_auto(&info, &primary).await;
+    let port = running.mysql_addr.port();
+    table(port).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = [Kind::Autocommit, Kind::Transaction, Kind::Prepared].iter().enumerate().map(|(i, k)| tokio::spawn(writer(port, i as i64 + 1, *k, stop.clone(), acked.clone()))).collect();
+    wait_count(&acked, 100, Duration::from_secs(30)).await;
+
+    signal(&info, &primary, "STOP");
+    let new_primary = wait_term(&running, 2, Duration::from_secs(30)).await;
+    let before = acked.load(Ordering::Relaxed);
+    wait_count(&acked, before + 100, Duration::from_secs(30)).await;
+    signal(&info, &primary, "CONT");
+    // Once it answers, it is revoked (read_only=ON) and never named primary again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = mysql_async::Conn::new(admin_opts(&primary)).await {
+            if scalar(&mut c, "SELECT @@read_only").await == "1" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the woken primary was not revoked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_wake = acked.load(Ordering::Relaxed);
+    wait_count(&acked, after_wake + 100, Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut all, mut failed) = (Vec::new(), Vec::new());
+    for w in writers {
+        let o = w.await.unwrap();
+        all.extend(o.acked);
+        failed.extend(o.failed);
+    }
+    assert!(failed.iter().all(|f| f.2 == 9101 || f.2 == 9105), "{failed:?}");
+    assert!(failed.len() <= 3, "{failed:?}");
+    assert_eq!(running.store.current().cluster("main").unwrap().primary, new_primary);
+    let counts = rows(&new_primary).await;
+    let lost: Vec<_> = all.iter().filter(|k| !counts.contains_key(k)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    // Either rejoined, or (if it committed something on its own while hung) kept out as errant.
+    let h = running.proxy.clusters["main"].health.lock().unwrap().clone();
+    println!("after SIGCONT: {:?} / errant {:?}", h.last_action, h.errant);
+    running.shutdown(Some(Duration::from_millis(100))).await;
+    // Leave the cluster usable for the next test.
+    let mut old = admin(&primary).await;
+    if source_of(&mut old).await.is_empty() {
+        old.query_drop("RESET MASTER").await.unwrap();
+        let pos = scalar(&mut admin(&new_primary).await, "SELECT @@gtid_binlog_pos").await;
+        let (_, port) = new_primary.rsplit_once(':').unwrap();
+        old.query_drop(format!("SET GLOBAL gtid_slave_pos='{pos}'; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE")).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_is_refused_when_no_replica_has_every_write_or_histories_diverged() {
+    let _l = LOCK.lock().await;
+    logs();
+    let info = info();
+    let primary = heal(&info).await;
+    let replicas: Vec<String> = info.servers.iter().filter(|s| **s != primary).cloned().collect();
+    let (running, _dir) = start_baton(&info, &primary, AUTO, "none").await;
+    let port = running.mysql_addr.port();
+    table(port).await;
+
+    // 1. No replica is caught up: both stop receiving, then baton acknowledges a write.
+    for r in &replicas {
+        admin(r).await.query_drop("STOP SLAVE IO_THREAD").await.unwrap();
+    }
+    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    c.query_drop("INSERT INTO rp_rows (writer, seq, kind) VALUES (1, 1, 'acked')").await.unwrap();
+    signal(&info, &primary, "KILL");
+    let (status, report) = http(running.admin_addr, "POST", "/api/v1/clusters/main/failover", Some(TOKEN), "").await;
+    assert_eq!((status, report["outcome"].as_str()), (409, Some("refused")), "{report:#}");
+    assert!(report["error"].as_str().unwrap().contains("lacks writes baton acknowledged"), "{report:#}");
+    assert_eq!(running.store.current().cluster("main").unwrap().term, 1, "nothing promoted");
+    for r in &replicas {
+        assert_eq!(scalar(&mut admin(r).await, "SELECT @@read_only").await, "1", "{r} stays read-only");
+    }
+    let (_, status) = http(running.admin_addr, "GET", "/api/v1/clusters/main", None, "").await;
+    assert!(status["last_reparent"]["error"].as_str().unwrap().contains("acknowledged"), "the status says why");
+    restart(&info, &primary).await;
+    running.shutdown(Some(Duration::from_millis(100))).await;
+    heal(&info).await;
+
+    // 2. Split brain: one replica misses a write and takes one of its own.
+    let primary = heal(&info).await;
+    let (running, _dir) = start_baton(&info, &primary, AUTO, "none").await;
+    let (a, b) = (replicas[0].clone(), replicas[1].clone());
+    let mut ra = admin(&a).await;
+    ra.query_drop("STOP SLAVE").await.unwrap();
+    let pos_before = scalar(&mut ra, "SELECT @@gtid_current_pos").await;
+    let mut c = mysql_async::Conn::new(opts(running.mysql_addr.port(), Some("baton_test"))).await.unwrap();
+    c.query_drop("INSERT INTO rp_rows (writer, seq, kind) VALUES (2, 1, 'main')").await.unwrap();
+    let pos = scalar(&mut admin(&primary).await, "SELECT @@gtid_binlog_pos").await;
+    assert_eq!(scalar(&mut admin(&b).await, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await, "0");
+    // One transaction of its own: the same sequence number as the write it missed.
+    ra.query_drop("CREATE TABLE baton_test.errant_t (id INT PRIMARY KEY)").await.unwrap();
+    signal(&info, &primary, "KILL");
+    let (status, report) = http(running.admin_addr, "POST", "/api/v1/clusters/main/failover", Some(TOKEN), "").await;
+    assert_eq!((status, report["outcome"].as_str()), (409, Some("refused")), "{report:#}");
+    assert!(report["error"].as_str().unwrap().contains("split brain"), "{report:#}");
+    assert_eq!(running.store.current().cluster("main").unwrap().term, 1, "nothing promoted");
+    running.shutdown(Some(Duration::from_millis(100))).await;
+
+    // Put the cluster back: the old primary returns; the diverged replica is reset to
+    // the common history and follows it again.
+    restart(&info, &primary).await;
+    ra.query_drop(format!("DROP TABLE IF EXISTS baton_test.errant_t; RESET MASTER; SET GLOBAL gtid_slave_pos='{pos_before}'")).await.unwrap();
+    let mut rb = admin(&b).await;
+    let _ = rb.query_drop("START SLAVE IO_THREAD").await;
+    heal(&info).await;
+}
