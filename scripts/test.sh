@@ -31,4 +31,4 @@ for name in shared reparent; do
 done
 export BATON_TEST_CLUSTER="$work/shared.json"
 export BATON_TEST_CLUSTER_REPARENT="$work/reparent.json"
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"

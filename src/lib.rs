@@ -52,12 +52,12 @@ pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -
         tokio::spawn(store.clone().poll(poll, async move { stop.cancelled().await }));
     }
     let clusters = baton_control::cluster::registry(&config);
-    for handle in clusters.values() {
-        tokio::spawn(baton_control::supervisor::supervise(handle.clone(), store.watch(), background.clone()));
-        tokio::spawn(baton_control::health::monitor(handle.clone(), store.clone(), background.clone()));
-    }
     let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     let metrics = Arc::new(baton_control::metrics::Metrics::new(&names));
+    for handle in clusters.values() {
+        tokio::spawn(baton_control::supervisor::supervise(handle.clone(), store.watch(), background.clone()));
+        tokio::spawn(baton_control::health::monitor(handle.clone(), store.clone(), metrics.clone(), background.clone()));
+    }
     let proxy = Arc::new(ProxyContext::new(&config, store.watch(), clusters.clone(), metrics.clone()));
     let listener = TcpListener::bind(&config.server.listen)
         .await

@@ -93,6 +93,18 @@ async fn sigkill_primary_under_load_fails_over_without_losing_acknowledged_write
         }
     }
 
+    // The automatic failover is counted like one asked for.
+    let counted = "baton_reparents_total{cluster=\"main\",kind=\"emergency\",result=\"ok\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = metrics_text(&running).await;
+        if metrics.lines().any(|l| l == counted) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "automatic failover not counted:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // The killed primary comes back: fenced (read-only), then rejoined as a replica.
     restart(&info, &primary).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -110,6 +122,15 @@ async fn sigkill_primary_under_load_fails_over_without_losing_acknowledged_write
     assert_eq!(scalar(&mut admin(&primary).await, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await, "0");
     assert_eq!(rows(&primary).await, rows(&new_primary).await, "the rejoined server has exactly the new primary's rows");
     running.shutdown(Some(Duration::from_millis(100))).await;
+}
+
+async fn metrics_text(running: &baton::Running) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(running.admin_addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
 async fn start_auto(info: &baton_testkit::ClusterInfo, primary: &str) -> (baton::Running, tempfile::TempDir) {
@@ -218,6 +239,7 @@ async fn failover_is_refused_when_no_replica_has_every_write_or_histories_diverg
 
     // 2. Split brain: one replica misses a write and takes one of its own.
     let primary = heal(&info).await;
+    let replicas: Vec<String> = info.servers.iter().filter(|s| **s != primary).cloned().collect();
     let (running, _dir) = start_baton(&info, &primary, AUTO, "none").await;
     let (a, b) = (replicas[0].clone(), replicas[1].clone());
     let mut ra = admin(&a).await;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::ClusterHandle;
 use crate::gate::Phase;
 use crate::gtid;
+use crate::metrics::Metrics;
 use crate::server::{AdminLogin, Server};
 use crate::store::FileStore;
 
@@ -78,7 +79,7 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
 }
 
 /// Run until `stop` is cancelled.
-pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, stop: CancellationToken) {
+pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, metrics: Arc<Metrics>, stop: CancellationToken) {
     let mut failures = 0u32;
     loop {
         let settings = cluster.settings();
@@ -119,7 +120,11 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, stop: Cancel
                 let why = format!("primary {} failed {failures} health checks", record.primary);
                 tracing::warn!(cluster = %cluster.name, "{why}: failing over");
                 action = Some(match crate::failover::emergency(&cluster, &store, &why).await {
-                    Ok(r) => format!("automatic failover: {} ({} -> {}){}", r.outcome, r.from, r.to, r.error.map(|e| format!(": {e}")).unwrap_or_default()),
+                    Ok(r) => {
+                        let steps: Vec<(String, u64)> = r.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
+                        metrics.failover(&cluster.name, r.outcome, &steps);
+                        format!("automatic failover: {} ({} -> {}){}", r.outcome, r.from, r.to, r.error.map(|e| format!(": {e}")).unwrap_or_default())
+                    }
                     Err(e) => format!("automatic failover not run: {e}"),
                 });
                 failures = 0;
