@@ -10,6 +10,10 @@
 //! | `POST /api/v1/clusters/{name}/reparent` | planned reparent, body `{"to": "host:port"}` optional |
 //! | `POST /api/v1/clusters/{name}/failover` | emergency reparent (409 with the reason when refused, e.g. split brain) |
 //! | `POST /api/v1/config/reload` | re-read and apply the config file |
+//! | `GET /api/v1/topology` | the topology store; on etcd: degraded or not, orchestrator, live proxies |
+//!
+//! On etcd, reparent and failover requests are forwarded to the proxy holding the
+//! orchestrator role, and refused (503) while etcd is unreachable.
 //!
 //! Requests that change state need `Authorization: Bearer <token>` (`[server]
 //! admin_token` or BATON_ADMIN_TOKEN); with no token configured they are refused.
@@ -27,7 +31,7 @@ use axum::{Json, Router};
 use baton_control::cluster::Registry;
 use baton_control::reparent::{self, ReparentError};
 use baton_control::server::Server;
-use baton_control::FileStore;
+use baton_control::Store;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,13 +41,13 @@ use crate::reload::Reloader;
 /// What admin handlers can reach.
 #[derive(Clone)]
 pub struct AdminState {
-    pub store: FileStore,
+    pub store: Store,
     pub clusters: Registry,
     pub reloader: Arc<Reloader>,
     pub metrics: Arc<baton_control::metrics::Metrics>,
 }
 
-fn error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
     (status, Json(json!({"error": error, "detail": detail.into()}))).into_response()
 }
 
@@ -62,6 +66,54 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// On etcd: refuse while etcd is unreachable; forward to the orchestrator when it
+/// is another proxy. `None`: run the request here.
+async fn coordinate(state: &AdminState, headers: &HeaderMap, path: &str, body: &[u8]) -> Option<Response> {
+    if state.store.kind() != "etcd" {
+        return None;
+    }
+    if let Some(why) = state.store.degraded() {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the topology store (etcd) is unreachable: {why}; reparents and failovers are refused until it is back (this proxy keeps serving with the last known topology)"),
+        ));
+    }
+    let Some(peers) = state.store.peers() else {
+        return Some(error(StatusCode::SERVICE_UNAVAILABLE, "no_orchestrator", "this proxy has not registered in etcd yet; retry in a few seconds"));
+    };
+    if peers.is_orchestrator() {
+        return None;
+    }
+    let Some(o) = peers.orchestrator() else {
+        return Some(error(StatusCode::SERVICE_UNAVAILABLE, "no_orchestrator", "no proxy holds the orchestrator role yet; retry in a few seconds"));
+    };
+    if headers.contains_key("x-baton-forwarded") {
+        return Some(error(StatusCode::SERVICE_UNAVAILABLE, "no_orchestrator", format!("forwarded here, but the orchestrator is now proxy {} at {}; retry", o.id, o.admin)));
+    }
+    tracing::info!(orchestrator = %o.id, admin = %o.admin, "forwarding {path} to the orchestrator");
+    Some(crate::forward::forward(&o.admin, &peers.id, path, headers, body).await)
+}
+
+/// `GET /api/v1/topology`: the store, and on etcd this proxy's view of the others.
+async fn topology(State(state): State<AdminState>) -> Response {
+    let peers = state.store.peers();
+    let members = match &peers {
+        Some(p) => p.members().await.ok(),
+        None => None,
+    };
+    Json(json!({
+        "store": state.store.kind(),
+        "degraded": state.store.degraded(),
+        "id": peers.as_ref().map(|p| p.id.clone()),
+        "orchestrator": peers.as_ref().and_then(|p| p.orchestrator()),
+        "is_orchestrator": peers.as_ref().is_some_and(|p| p.is_orchestrator()),
+        "members": members,
+        "clusters": &state.store.current().clusters,
+    }))
+    .into_response()
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
@@ -134,6 +186,9 @@ async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, 
             return error(StatusCode::NOT_FOUND, "not_found", format!("{t} is not a server of cluster {name}"));
         }
     }
+    if let Some(r) = coordinate(&state, &headers, &format!("/api/v1/clusters/{name}/reparent"), &body).await {
+        return r;
+    }
     let result = reparent::planned(&handle, &state.store, to.as_deref()).await;
     match &result {
         Ok(r) => {
@@ -161,6 +216,9 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>, hea
     let Some(handle) = state.clusters.get(&name).cloned() else {
         return error(StatusCode::NOT_FOUND, "not_found", format!("unknown cluster {name:?}"));
     };
+    if let Some(r) = coordinate(&state, &headers, &format!("/api/v1/clusters/{name}/failover"), b"").await {
+        return r;
+    }
     let result = baton_control::failover::emergency(&handle, &state.store, "requested through the admin API").await;
     match result {
         Ok(report) => {
@@ -194,6 +252,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/topology", get(topology))
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{name}", get(cluster_status))
         .route("/api/v1/clusters/{name}/reparent", post(do_reparent))

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod ctl;
+pub mod forward;
 pub mod reload;
 pub mod status;
 
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use baton_control::{Config, FileStore};
+use baton_control::{Config, Store};
 use baton_proxy::{ProxyContext, Shutdown};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,7 @@ pub struct Running {
     /// The admin HTTP port.
     pub admin_addr: SocketAddr,
     /// The topology store (for the control plane and tests).
-    pub store: FileStore,
+    pub store: Store,
     /// Shared data-path state.
     pub proxy: Arc<ProxyContext>,
     /// Applies config reloads (SIGHUP, the admin API).
@@ -44,13 +45,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 /// Bind the listeners and start serving; `path` is re-read on reload.
 pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Running> {
-    let store = FileStore::open(&config.topology.path, &config.clusters).context("opening the topology store")?;
     let background = CancellationToken::new();
-    {
-        let stop = background.clone();
-        let poll = Duration::from_millis(config.topology.poll_interval_ms);
-        tokio::spawn(store.clone().poll(poll, async move { stop.cancelled().await }));
-    }
+    let store = Store::open(&config.topology, &config.clusters, background.clone())
+        .await
+        .context("opening the topology store")?;
     let clusters = baton_control::cluster::registry(&config);
     let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     let metrics = Arc::new(baton_control::metrics::Metrics::new(&names));
@@ -67,6 +65,9 @@ pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -
         .with_context(|| format!("cannot listen on {} (server.admin_listen)", config.server.admin_listen))?;
     let mysql_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    if let Store::Etcd(etcd) = &store {
+        baton_control::peers::Peers::start(etcd, admin_addr, clusters.clone(), background.clone());
+    }
     let shutdown = Shutdown::default();
     tokio::spawn(baton_proxy::serve(listener, proxy.clone(), config.server.max_connections, shutdown.clone()));
     let reloader = Arc::new(reload::Reloader::new(path, config.clone(), proxy.clone(), clusters.clone()));

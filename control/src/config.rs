@@ -152,12 +152,21 @@ impl Default for HealthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopologyConfig {
-    /// "file" (the embedded default). "etcd" is planned.
+    /// "file" (the embedded default) or "etcd" (several proxies sharing topology).
     pub store: String,
     /// The file store's JSON file; relative paths are relative to the working directory.
     pub path: PathBuf,
     /// How often the file store re-reads the file for changes made by another process.
     pub poll_interval_ms: u64,
+    /// etcd: the client endpoints (`host:port` or `http://host:port`).
+    pub endpoints: Vec<String>,
+    /// etcd: every key baton writes lives under this prefix.
+    pub prefix: String,
+    /// etcd: each request (and the first connection) must finish within this.
+    pub timeout_ms: u64,
+    /// etcd: the TTL of this proxy's registration lease (seconds). A proxy that dies
+    /// drops out (and gives up the orchestrator role) this long after its last renewal.
+    pub lease_ttl_s: u64,
 }
 
 impl Default for TopologyConfig {
@@ -166,6 +175,10 @@ impl Default for TopologyConfig {
             store: "file".into(),
             path: PathBuf::from("var/topology.json"),
             poll_interval_ms: 500,
+            endpoints: vec!["127.0.0.1:2379".into()],
+            prefix: "/baton".into(),
+            timeout_ms: 2000,
+            lease_ttl_s: 5,
         }
     }
 }
@@ -306,11 +319,26 @@ impl Config {
         if self.server.max_allowed_packet < 1024 || self.server.max_allowed_packet > 1 << 30 {
             return bad("server.max_allowed_packet must be between 1024 and 1073741824".into());
         }
-        if self.topology.store != "file" {
-            return bad(format!(
-                "topology.store = {:?} is not supported (supported: \"file\")",
-                self.topology.store
-            ));
+        match self.topology.store.as_str() {
+            "file" => {}
+            "etcd" => {
+                if self.topology.endpoints.is_empty() {
+                    return bad("topology.endpoints must name at least one etcd endpoint".into());
+                }
+                for e in &self.topology.endpoints {
+                    let hostport = e.strip_prefix("http://").unwrap_or(e);
+                    if hostport.is_empty() || hostport.contains('/') || !hostport.contains(':') {
+                        return bad(format!("topology.endpoints: {e:?} is not host:port or http://host:port"));
+                    }
+                }
+                if !self.topology.prefix.starts_with('/') || self.topology.prefix.ends_with('/') {
+                    return bad(format!("topology.prefix = {:?} must start with / and not end with /", self.topology.prefix));
+                }
+                if self.topology.lease_ttl_s < 2 || self.topology.timeout_ms == 0 {
+                    return bad("topology.lease_ttl_s must be at least 2 and topology.timeout_ms above 0".into());
+                }
+            }
+            other => return bad(format!("topology.store = {other:?} is not supported (supported: \"file\", \"etcd\")")),
         }
         if self.clusters.is_empty() {
             return bad("at least one [[clusters]] is required".into());

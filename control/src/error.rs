@@ -17,6 +17,10 @@ pub enum ControlError {
     StoreCorrupt { path: PathBuf, message: String },
     #[error("unknown cluster {0:?}")]
     UnknownCluster(String),
+    #[error("cannot reach etcd at {endpoints}: {message}")]
+    EtcdUnreachable { endpoints: String, message: String },
+    #[error("etcd: {0}")]
+    Etcd(String),
     #[error("stale topology write for cluster {cluster}: term {attempted} is not newer than {current}")]
     StaleTerm { cluster: String, attempted: u64, current: u64 },
 }

@@ -14,11 +14,11 @@ use crate::cluster::ClusterHandle;
 use crate::gtid;
 use crate::reparent::{verify, ReparentError, ReparentReport, Run};
 use crate::server::Server;
-use crate::store::FileStore;
+use crate::store::Store;
 use crate::topology::ClusterRecord;
 
 /// Run an emergency reparent of `cluster`. `trigger` says why (operator, health checks).
-pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &FileStore, trigger: &str) -> Result<ReparentReport, ReparentError> {
+pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &str) -> Result<ReparentReport, ReparentError> {
     let _lock = cluster.reparent_lock.try_lock().map_err(|_| ReparentError::AlreadyRunning(cluster.name.clone()))?;
     let settings = cluster.settings();
     let topo = store.current();

@@ -6,6 +6,8 @@
 //!   suspicion (the supervisor releases a reactive episode whose primary is healthy).
 //! - Fencing: a server that is not the named primary but is writable is made
 //!   read-only as soon as it answers (an old primary coming back).
+//! - On etcd, only the orchestrator fails over, fences and rejoins; every proxy
+//!   checks and buffers on suspicion.
 //! - Rejoin: a server that does not replicate and whose GTID position is contained
 //!   in the primary's is pointed at the primary; otherwise it is reported errant
 //!   and kept out.
@@ -20,7 +22,7 @@ use crate::gate::Phase;
 use crate::gtid;
 use crate::metrics::Metrics;
 use crate::server::{AdminLogin, Server};
-use crate::store::FileStore;
+use crate::store::Store;
 
 /// One server as the last check saw it.
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +81,7 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
 }
 
 /// Run until `stop` is cancelled.
-pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, metrics: Arc<Metrics>, stop: CancellationToken) {
+pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
     let mut failures = 0u32;
     loop {
         let settings = cluster.settings();
@@ -116,7 +118,7 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, metrics: Arc
             if refused || failures >= 2.min(settings.failure_threshold) {
                 cluster.gate.begin(record.term, &record.primary, &format!("primary failed {failures} health check(s)"), false);
             }
-            if failures >= settings.failure_threshold && settings.auto_failover {
+            if failures >= settings.failure_threshold && settings.auto_failover && store.may_act() {
                 let why = format!("primary {} failed {failures} health checks", record.primary);
                 tracing::warn!(cluster = %cluster.name, "{why}: failing over");
                 action = Some(match crate::failover::emergency(&cluster, &store, &why).await {
@@ -133,7 +135,7 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: FileStore, metrics: Arc
 
         // Fencing and rejoin, only while nothing else is moving the cluster.
         let p = primary.filter(|p| p.reachable && p.read_only == Some(false) && p.source.is_none());
-        if let (Some(p), Ok(_guard)) = (p, cluster.reparent_lock.try_lock()) {
+        if let (Some(p), true, Ok(_guard)) = (p, store.may_act(), cluster.reparent_lock.try_lock()) {
             if cluster.gate.phase() == Phase::Idle {
                 let pstate = p.gtid_binlog_state.clone().unwrap_or_default();
                 for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {

@@ -4,7 +4,9 @@
 //! - [`config`]: the typed TOML config, its defaults and `validate()`.
 //! - [`credentials`]: user password hashes (`*` + hex SHA1(SHA1(pw))), never plaintext at rest.
 //! - [`topology`]: the per-cluster record (primary, term, servers) the data path routes by.
-//! - [`store`]: the embedded file topology store, published as watched state.
+//! - [`store`]: the topology store (embedded file, or etcd), published as watched state.
+//! - [`peers`]: several proxies on etcd: registration, the orchestrator role,
+//!   reparent announcements and their acknowledgements.
 //! - [`cluster`]: one cluster's shared control state (gate, acknowledged GTIDs,
 //!   condition report, settings).
 //! - [`gate`]: the buffer every primary-bound request outside a transaction passes.
@@ -31,6 +33,7 @@ pub mod gate;
 pub mod gtid;
 pub mod health;
 pub mod metrics;
+pub mod peers;
 pub mod reparent;
 pub mod server;
 pub mod store;
@@ -39,5 +42,5 @@ pub mod topology;
 
 pub use config::Config;
 pub use error::ControlError;
-pub use store::FileStore;
+pub use store::{FileStore, Store};
 pub use topology::{ClusterRecord, Topology};

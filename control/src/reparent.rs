@@ -13,7 +13,7 @@ use crate::cluster::ClusterHandle;
 use crate::gate::Phase;
 use crate::gtid;
 use crate::server::Server;
-use crate::store::FileStore;
+use crate::store::Store;
 use crate::topology::ClusterRecord;
 
 /// Prepare ends once the candidate reaches a fresh snapshot of the primary's
@@ -162,7 +162,7 @@ async fn pick_candidate(cluster: &ClusterHandle, old: &str) -> Result<String, Re
 }
 
 /// Run a planned reparent of `cluster` to `to` (or the most advanced replica).
-pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option<&str>) -> Result<ReparentReport, ReparentError> {
+pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&str>) -> Result<ReparentReport, ReparentError> {
     let _lock = cluster.reparent_lock.try_lock().map_err(|_| ReparentError::AlreadyRunning(cluster.name.clone()))?;
     let settings = cluster.settings();
     let topo = store.current();
@@ -228,13 +228,40 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
         unreachable!("planned episodes are never skipped")
     };
     run.step("announce", format!("buffering at term {} (episode {episode})", record.term));
+    // Other proxies (etcd) buffer and end their transactions too.
+    let announcement = match store.peers() {
+        None => None,
+        Some(p) => match p.announce(&cluster.name, record.term, &old, settings.transaction_grace).await {
+            Ok(a) => Some((p, a)),
+            Err(e) => {
+                let err = format!("announcing the reparent to the other proxies failed: {e}");
+                cluster.gate.release(episode);
+                run.step("undo", format!("{old} was never revoked; held requests released to it"));
+                return Ok(run.finish("undone", Some(err), buffered_before));
+            }
+        },
+    };
 
     // 2. Grace: open transactions may finish.
     let left = cluster.gate.wait_inactive(settings.transaction_grace).await;
     run.step("grace", if left == 0 { "no open transactions".to_string() } else { format!("{left} session(s) still active; ending them") });
+    if let Some((p, a)) = &announcement {
+        let (acked, expected) = p.wait_acks(a, settings.transaction_grace + std::time::Duration::from_secs(2)).await;
+        let missing: Vec<&String> = expected.iter().filter(|e| !acked.contains(e)).collect();
+        run.step(
+            "acks",
+            if missing.is_empty() {
+                format!("{} other proxy(ies) buffering with their transactions ended", expected.len())
+            } else {
+                format!("no acknowledgement from {missing:?}: the revocation stops them instead (they see 1290 and buffer)")
+            },
+        );
+    }
+    let announced = announcement.as_ref();
 
     // Undo: the old primary writable again at the same term; release the held requests to it.
-    async fn undo(run: &mut Run<'_>, oldc: &mut Server, cand: &mut Server, reset: bool, old: &str, episode: u64) {
+    type Announced<'a> = Option<&'a (Arc<crate::peers::Peers>, crate::peers::Announcement)>;
+    async fn undo(run: &mut Run<'_>, oldc: &mut Server, cand: &mut Server, reset: bool, old: &str, episode: u64, announced: Announced<'_>) {
         let s = run.cluster.settings();
         let mut notes = Vec::new();
         if reset {
@@ -248,6 +275,9 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
             Err(e) => notes.push(format!("{old} could not be made writable: {e}")),
         }
         run.cluster.gate.release(episode);
+        if let Some((p, a)) = announced {
+            p.settle(a, "undone").await;
+        }
         run.step("undo", notes.join("; "));
     }
 
@@ -268,7 +298,7 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
         }
         Err(e) => {
             let err = format!("revoke failed: {e}");
-            undo(&mut run, &mut oldc, &mut cand, false, &old, episode).await;
+            undo(&mut run, &mut oldc, &mut cand, false, &old, episode, announced).await;
             return Ok(run.finish("undone", Some(err), buffered_before));
         }
     };
@@ -281,7 +311,7 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
                 Ok(_) => format!("{candidate} did not reach {final_pos} within {} ms", settings.catchup_timeout.as_millis()),
                 Err(e) => format!("catch-up failed: {e}"),
             };
-            undo(&mut run, &mut oldc, &mut cand, false, &old, episode).await;
+            undo(&mut run, &mut oldc, &mut cand, false, &old, episode, announced).await;
             return Ok(run.finish("undone", Some(err), buffered_before));
         }
     }
@@ -292,7 +322,7 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
     };
     if let Err(e) = promote.await {
         let err = format!("promote failed: {e}");
-        undo(&mut run, &mut oldc, &mut cand, true, &old, episode).await;
+        undo(&mut run, &mut oldc, &mut cand, true, &old, episode, announced).await;
         return Ok(run.finish("undone", Some(err), buffered_before));
     }
     run.step("promote", format!("{candidate} stopped replicating and is writable"));
@@ -300,7 +330,7 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
     let new_record = ClusterRecord { primary: candidate.clone(), term, servers: record.servers.clone() };
     if let Err(e) = store.put_cluster(&cluster.name, new_record).await {
         let err = format!("publishing the new primary failed: {e}");
-        undo(&mut run, &mut oldc, &mut cand, true, &old, episode).await;
+        undo(&mut run, &mut oldc, &mut cand, true, &old, episode, announced).await;
         return Ok(run.finish("undone", Some(err), buffered_before));
     }
     run.report.term = term;
@@ -327,7 +357,11 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &FileStore, to: Option
     cand.close().await;
 
     // 6. Verify: the supervisor releases the gate once every condition holds.
-    if verify(&mut run, episode).await {
+    let held = !verify(&mut run, episode).await;
+    if let Some((p, a)) = announced {
+        p.settle(a, "done").await;
+    }
+    if !held {
         Ok(run.finish("ok", None, buffered_before))
     } else {
         let err = run.report.error.clone();

@@ -285,3 +285,78 @@ impl Drop for Cluster {
         self.stop();
     }
 }
+
+/// A real single-node etcd on free loopback ports, in its own directory; dropping
+/// it stops it. [`Etcd::stop`] and [`Etcd::start_again`] take it down and bring it
+/// back on the same ports and data (the outage tests).
+pub struct Etcd {
+    /// `127.0.0.1:port` for clients.
+    pub endpoint: String,
+    dir: PathBuf,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    /// Start etcd with its data under `dir`; returns once it answers.
+    pub fn start(dir: &Path) -> Result<Etcd> {
+        std::fs::create_dir_all(dir)?;
+        let mut e = Etcd { endpoint: format!("127.0.0.1:{}", free_port()), dir: dir.to_path_buf(), peer_port: free_port(), child: None };
+        e.start_again()?;
+        Ok(e)
+    }
+
+    /// Start it (again) on the same ports and data directory.
+    pub fn start_again(&mut self) -> Result<()> {
+        let client = format!("http://{}", self.endpoint);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("etcd.log"))?;
+        let child = Command::new("etcd")
+            .arg("--name=baton-test")
+            .arg(format!("--data-dir={}", self.dir.join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=baton-test={peer}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (Debian package etcd-server; scripts/setup.sh installs it)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={client}"))
+                .args(["--command-timeout=1s", "endpoint", "health"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("etcd did not become healthy at {client}; see {}", self.dir.join("etcd.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kill it (SIGKILL: an outage, not a clean shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,4 +1,4 @@
-//! The embedded topology store: one JSON file, written atomically, read as watched state.
+//! The embedded file store: one JSON file, written atomically, read as watched state.
 //!
 //! Writes go temp file -> fsync -> rename -> fsync(dir), so a crash leaves either the
 //! old or the new file, never a torn one. Readers get a `watch::Receiver` holding the
