@@ -137,9 +137,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let topo = state.store.current();
-    let terms = topo.clusters.iter().map(|(n, r)| (n.clone(), r.term)).collect();
-    let body = state.metrics.render(&state.clusters, &terms);
+    let body = state.metrics.render(&state.clusters, &state.store);
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 

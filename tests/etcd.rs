@@ -275,6 +275,8 @@ async fn etcd_outage_keeps_serving_refuses_reparents_and_converges() {
         assert!(body["detail"].as_str().unwrap().contains("etcd"), "{body:#}");
     }
     assert_eq!(scalar(&mut admin(&primary).await, "SELECT @@read_only").await, "0", "nothing was revoked");
+    let (_, m) = http(a.admin, "GET", "/metrics", None, "").await;
+    assert!(m.as_str().unwrap().lines().any(|l| l == "baton_topology_store_up 0"), "{m}");
 
     etcd.start_again().unwrap();
     let mut orchestrators = Vec::new();
@@ -283,6 +285,14 @@ async fn etcd_outage_keeps_serving_refuses_reparents_and_converges() {
         orchestrators.push(t["orchestrator"]["id"].clone());
     }
     wait_topo(&b, "one orchestrator", Duration::from_secs(10), |t| t["orchestrator"]["id"] == orchestrators[0]).await;
+    let mut holding = 0;
+    for p in [&a, &b] {
+        let (_, m) = http(p.admin, "GET", "/metrics", None, "").await;
+        let m = m.as_str().unwrap().to_string();
+        assert!(m.lines().any(|l| l == "baton_topology_store_up 1"), "{m}");
+        holding += m.lines().filter(|l| *l == "baton_orchestrator 1").count();
+    }
+    assert_eq!(holding, 1, "exactly one orchestrator");
     let to = info.servers.iter().find(|s| **s != primary).unwrap().clone();
     let (status, report) = post_reparent(&b, &to).await;
     assert_eq!((status, report["outcome"].as_str()), (200, Some("ok")), "{report:#}");

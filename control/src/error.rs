@@ -21,6 +21,8 @@ pub enum ControlError {
     EtcdUnreachable { endpoints: String, message: String },
     #[error("etcd: {0}")]
     Etcd(String),
+    #[error("etcd did not say whether the topology write was applied: {0}")]
+    OutcomeUnknown(String),
     #[error("stale topology write for cluster {cluster}: term {attempted} is not newer than {current}")]
     StaleTerm { cluster: String, attempted: u64, current: u64 },
 }

@@ -47,6 +47,10 @@ pub const REPARENT_STEP_DURATION_SECONDS: &str = "baton_reparent_step_duration_s
 pub const LEADERSHIP_CONDITION: &str = "baton_leadership_condition";
 /// Gauge, label `cluster`: the topology term.
 pub const CLUSTER_TERM: &str = "baton_cluster_term";
+/// Gauge 0/1: the topology store answers (always 1 on the file store; 0 while etcd is unreachable).
+pub const TOPOLOGY_STORE_UP: &str = "baton_topology_store_up";
+/// Gauge 0/1: this proxy holds the orchestrator role (always 1 on the file store).
+pub const ORCHESTRATOR: &str = "baton_orchestrator";
 
 /// (name, kind: c=counter g=gauge h=histogram, help) of every metric.
 const DESCRIPTIONS: &[(&str, char, &str)] = &[
@@ -66,6 +70,8 @@ const DESCRIPTIONS: &[(&str, char, &str)] = &[
     (REPARENT_STEP_DURATION_SECONDS, 'h', "Duration of each reparent step."),
     (LEADERSHIP_CONDITION, 'g', "Latest evaluation of each leadership condition (1 holds, 0 does not)."),
     (CLUSTER_TERM, 'g', "The cluster's topology term."),
+    (TOPOLOGY_STORE_UP, 'g', "1 while the topology store answers."),
+    (ORCHESTRATOR, 'g', "1 while this proxy holds the orchestrator role."),
 ];
 
 /// Command labels (closed set).
@@ -106,7 +112,7 @@ pub enum BackendErrorClass {
     ReadOnly = 2,
 }
 
-const STEPS: &[&str] = &["prepare", "announce", "grace", "revoke", "catch_up", "promote", "publish", "repoint", "verify", "undo", "fence", "apply_relay", "elect"];
+const STEPS: &[&str] = &["prepare", "announce", "grace", "revoke", "catch_up", "promote", "publish", "repoint", "verify", "undo", "acks", "fence", "apply_relay", "elect"];
 const RESULTS: &[&str] = &["ok", "undone", "held", "refused"];
 
 struct ClusterMetrics {
@@ -133,6 +139,8 @@ pub struct Metrics {
     backend_errors: [Counter; 3],
     steps: HashMap<&'static str, Histogram>,
     clusters: HashMap<String, ClusterMetrics>,
+    store_up: Gauge,
+    orchestrator: Gauge,
 }
 
 static META: Metadata<'static> = Metadata::new("baton", metrics::Level::INFO, Some("baton"));
@@ -191,6 +199,8 @@ impl Metrics {
             backend_errors: ["connect", "lost", "read_only"].map(|c| counter(BACKEND_ERRORS_TOTAL, &[("class", c.to_string())])),
             steps: STEPS.iter().map(|s| (*s, histogram(REPARENT_STEP_DURATION_SECONDS, &[("step", s.to_string())]))).collect(),
             clusters,
+            store_up: gauge(TOPOLOGY_STORE_UP, &[]),
+            orchestrator: gauge(ORCHESTRATOR, &[]),
             recorder,
             handle,
         }
@@ -229,7 +239,15 @@ impl Metrics {
     }
 
     /// Render the exposition text, after copying the control plane's state in.
-    pub fn render(&self, clusters: &Registry, terms: &HashMap<String, u64>) -> String {
+    pub fn render(&self, clusters: &Registry, store: &crate::store::Store) -> String {
+        let topo = store.current();
+        let terms: HashMap<&String, u64> = topo.clusters.iter().map(|(n, r)| (n, r.term)).collect();
+        self.store_up.set(if store.degraded().is_none() { 1.0 } else { 0.0 });
+        let orchestrator = match store {
+            crate::store::Store::File(_) => true,
+            crate::store::Store::Etcd(_) => store.peers().is_some_and(|p| p.is_orchestrator()),
+        };
+        self.orchestrator.set(if orchestrator { 1.0 } else { 0.0 });
         for (name, cm) in &self.clusters {
             let Some(h) = clusters.get(name) else { continue };
             let c = &h.gate.counters;

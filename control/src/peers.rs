@@ -195,9 +195,15 @@ impl Peers {
         }
     }
 
+    /// Write an announcement; one retry (a put is idempotent) rides over a reconnect.
     async fn put_announcement(&self, a: &Announcement) -> Result<(), ControlError> {
         let body = serde_json::to_vec(a).expect("announcement serialises");
-        self.store.timed(self.store.client().put(self.store.key(&format!("announce/{}", a.cluster)), body, None)).await?;
+        let key = self.store.key(&format!("announce/{}", a.cluster));
+        if self.store.timed(self.store.client().put(key.clone(), body.clone(), None)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.store.timed(self.store.client().put(key, body, None)).await?;
         Ok(())
     }
 

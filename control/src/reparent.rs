@@ -330,11 +330,19 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
     let new_record = ClusterRecord { primary: candidate.clone(), term, servers: record.servers.clone() };
     if let Err(e) = store.put_cluster(&cluster.name, new_record).await {
         let err = format!("publishing the new primary failed: {e}");
-        undo(&mut run, &mut oldc, &mut cand, true, &old, episode, announced).await;
-        return Ok(run.finish("undone", Some(err), buffered_before));
+        if matches!(e, crate::error::ControlError::OutcomeUnknown(_)) {
+            // The store may name the candidate already: making the old primary
+            // writable again could give two leaders. Go on as if published; the
+            // conditions (C2 needs the new term) release the requests only if it was.
+            run.step("publish", format!("{err}; carrying on: the leadership conditions decide"));
+        } else {
+            undo(&mut run, &mut oldc, &mut cand, true, &old, episode, announced).await;
+            return Ok(run.finish("undone", Some(err), buffered_before));
+        }
+    } else {
+        run.step("publish", format!("topology names {candidate} at term {term}"));
     }
     run.report.term = term;
-    run.step("publish", format!("topology names {candidate} at term {term}"));
 
     // 5. Repoint the old primary and the other replicas at the new primary.
     let mut notes = Vec::new();

@@ -2,14 +2,15 @@
 //!
 //! - `baton-stack cluster --info FILE [--dir DIR]`: a 3-node cluster for the tests;
 //!   writes its description to FILE, runs until SIGTERM/SIGINT, then tears down.
-//! - `baton-stack up --baton PATH [--dir DIR]`: the local stack: the cluster plus
-//!   baton in front of it on the file topology store, until Ctrl-C.
+//! - `baton-stack up --baton PATH [--dir DIR] [--etcd]`: the local stack: the
+//!   cluster plus baton in front of it on the file topology store, until Ctrl-C;
+//!   with `--etcd`, an etcd and two batons sharing it (the second on ports + 10).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
-use baton_testkit::{Cluster, APP_PASSWORD, APP_USER};
+use baton_testkit::{Cluster, Etcd, APP_PASSWORD, APP_USER};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -40,6 +41,9 @@ enum Cmd {
         listen: String,
         #[arg(long, default_value = "127.0.0.1:6034")]
         admin_listen: String,
+        /// Start etcd and two batons on it instead of one on the file store.
+        #[arg(long)]
+        etcd: bool,
     },
 }
 
@@ -63,42 +67,71 @@ fn main() -> Result<()> {
             drop(cluster);
             Ok(())
         }
-        Cmd::Up { baton, dir, listen, admin_listen } => {
+        Cmd::Up { baton, dir, listen, admin_listen, etcd } => {
             std::fs::create_dir_all(&dir)?;
             let dir = dir.canonicalize()?;
             // The data dirs live under /tmp: mariadbd runs as user mysql, which must be able
             // to reach them, and the checkout may sit under a private home directory.
             let cluster = Cluster::start(3, Some(PathBuf::from("/tmp/baton-stack/cluster")))?;
             let servers = cluster.info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-            let config = format!(
-                "# Written by baton-stack up.\n[server]\nlisten = {listen:?}\nadmin_listen = {admin_listen:?}\n\n\
-                 [topology]\nstore = \"file\"\npath = {topo:?}\n\n\
-                 [[users]]\nname = \"{APP_USER}\"\npassword_hash = {hash:?}\n\n\
-                 [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\n\
-                 admin_user = \"admin\"\nadmin_password_file = {pwfile:?}\ndurability = \"semi_sync\"\n",
-                topo = dir.join("topology.json").display().to_string(),
-                hash = baton_password_hash(APP_PASSWORD),
-                primary = cluster.info.primary,
-                pwfile = dir.join("admin-password").display().to_string(),
-            );
+            let etcd = if etcd {
+                let _ = std::fs::remove_dir_all("/tmp/baton-stack/etcd");
+                Some(Etcd::start(std::path::Path::new("/tmp/baton-stack/etcd"))?)
+            } else {
+                None
+            };
+            let topology = match &etcd {
+                Some(e) => format!("[topology]\nstore = \"etcd\"\nendpoints = [{:?}]\nprefix = \"/baton\"\n", e.endpoint),
+                None => format!("[topology]\nstore = \"file\"\npath = {:?}\n", dir.join("topology.json").display().to_string()),
+            };
             std::fs::write(dir.join("admin-password"), "admin\n")?;
+            std::fs::write(dir.join("repl-password"), "repl\n")?;
             let _ = std::fs::remove_file(dir.join("topology.json"));
-            let cfg_path = dir.join("baton.toml");
-            std::fs::write(&cfg_path, config)?;
-            let mut child = Command::new(&baton)
-                .arg("--config")
-                .arg(&cfg_path)
-                .stdin(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {}", baton.display()))?;
-            println!(
-                "baton-stack: up. MariaDB: {servers}\n  config: {}\n  connect: mariadb -h127.0.0.1 -P{} -u{APP_USER} -p{APP_PASSWORD}\n  health: curl http://{admin_listen}/healthz\n  Ctrl-C to stop.",
-                cfg_path.display(),
-                listen.rsplit(':').next().unwrap_or("6033"),
-            );
+            let shift = |addr: &str, by: u16| -> String {
+                let (h, p) = addr.rsplit_once(':').unwrap_or(("127.0.0.1", "0"));
+                format!("{h}:{}", p.parse::<u16>().unwrap_or(0) + by)
+            };
+            let mut children = Vec::new();
+            for i in 0..if etcd.is_some() { 2 } else { 1 } {
+                let (listen, admin_listen) = (shift(&listen, 10 * i), shift(&admin_listen, 10 * i));
+                let config = format!(
+                    "# Written by baton-stack up.\n[server]\nlisten = {listen:?}\nadmin_listen = {admin_listen:?}\n\n{topology}\n\
+                     [[users]]\nname = \"{APP_USER}\"\npassword_hash = {hash:?}\n\n\
+                     [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\n\
+                     admin_user = \"admin\"\nadmin_password_file = {pwfile:?}\nrepl_user = \"repl\"\nrepl_password_file = {replfile:?}\ndurability = \"semi_sync\"\n",
+                    hash = baton_password_hash(APP_PASSWORD),
+                    primary = cluster.info.primary,
+                    pwfile = dir.join("admin-password").display().to_string(),
+                    replfile = dir.join("repl-password").display().to_string(),
+                );
+                let cfg_path = dir.join(if i == 0 { "baton.toml".to_string() } else { format!("baton{}.toml", i + 1) });
+                std::fs::write(&cfg_path, config)?;
+                let child = Command::new(&baton)
+                    .arg("--config")
+                    .arg(&cfg_path)
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("starting {}", baton.display()))?;
+                children.push(child);
+                println!(
+                    "baton-stack: baton {} up.\n  config: {}\n  connect: mariadb -h127.0.0.1 -P{} -u{APP_USER} -p{APP_PASSWORD}\n  health: curl http://{admin_listen}/healthz",
+                    i + 1,
+                    cfg_path.display(),
+                    listen.rsplit(':').next().unwrap_or("6033"),
+                );
+            }
+            if let Some(e) = &etcd {
+                println!("baton-stack: etcd at {}", e.endpoint);
+            }
+            println!("baton-stack: MariaDB: {servers}. Ctrl-C to stop.");
             wait_for_signal();
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let _ = child.wait();
+            for child in &mut children {
+                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            }
+            for mut child in children {
+                let _ = child.wait();
+            }
+            drop(etcd);
             drop(cluster);
             Ok(())
         }

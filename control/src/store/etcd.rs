@@ -11,7 +11,7 @@
 //!   store reports itself degraded ([`EtcdStore::degraded`]).
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use tokio::sync::{watch, Mutex};
@@ -35,8 +35,7 @@ struct Inner {
     timeout: Duration,
     lease_ttl: i64,
     tx: watch::Sender<Arc<Topology>>,
-    /// `None` while etcd answers; the reason while it does not.
-    health: watch::Sender<Option<String>>,
+    health: std::sync::Mutex<Health>,
     write_lock: Mutex<()>,
     peers: OnceLock<Arc<Peers>>,
 }
@@ -55,7 +54,7 @@ impl EtcdStore {
             .map_err(|_| unreachable(format!("no answer within {} ms", cfg.timeout_ms)))?
             .map_err(|e| unreachable(e.to_string()))?;
         let (tx, _) = watch::channel(Arc::new(Topology::default()));
-        let (health, _) = watch::channel(None);
+        let health = std::sync::Mutex::new(Health { last_ok: Instant::now(), last_error: None, reported: false });
         let store = EtcdStore {
             inner: Arc::new(Inner {
                 client,
@@ -126,25 +125,31 @@ impl EtcdStore {
         self.inner.tx.borrow().clone()
     }
 
-    /// Why etcd cannot be used now, if it cannot.
+    /// Why etcd cannot be used now, if it cannot: the last request failed and none
+    /// succeeded for at least one request timeout (one failed request after a
+    /// reconnect is not an outage).
     pub fn degraded(&self) -> Option<String> {
-        self.inner.health.borrow().clone()
+        self.inner.health.lock().unwrap().degraded(self.inner.timeout)
     }
 
-    /// Record whether etcd answered the last request (watch, lease renewal).
+    /// Record whether etcd answered a request (watch, lease renewal).
     pub fn set_health(&self, result: Result<(), String>) {
-        let new = result.err();
-        self.inner.health.send_if_modified(|cur| {
-            if *cur == new {
-                return false;
+        let mut h = self.inner.health.lock().unwrap();
+        match result {
+            Ok(()) => {
+                h.last_ok = Instant::now();
+                h.last_error = None;
             }
-            match &new {
+            Err(e) => h.last_error = Some((Instant::now(), e)),
+        }
+        let now = h.degraded(self.inner.timeout);
+        if now.is_some() != h.reported {
+            h.reported = now.is_some();
+            match now {
                 Some(why) => tracing::warn!(endpoints = %self.inner.endpoints, "etcd unavailable, serving with the last known topology: {why}"),
                 None => tracing::info!(endpoints = %self.inner.endpoints, "etcd available again"),
             }
-            *cur = new.clone();
-            true
-        });
+        }
     }
 
     /// The coordination with other proxies, once started.
@@ -170,12 +175,24 @@ impl EtcdStore {
         let txn = Txn::new()
             .when([Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())])
             .and_then([TxnOp::put(key.clone(), serde_json::to_vec(&record).expect("record serialises"), None)]);
-        let resp = self.timed(self.client().txn(txn)).await?;
-        if !resp.succeeded() {
-            // Someone else wrote in between: report what is there now.
-            let now = self.timed(self.client().get(key.clone(), None)).await?;
-            let term = now.kvs().first().map(|kv| parse(kv.value(), &key)).transpose()?.map_or(0, |r| r.term);
-            return Err(ControlError::StaleTerm { cluster: name.into(), attempted: record.term, current: term });
+        let sent = self.timed(self.client().txn(txn)).await;
+        if !matches!(&sent, Ok(r) if r.succeeded()) {
+            // Refused (someone else wrote in between) or no answer (it may have been
+            // applied): what is stored now decides.
+            let now = match self.timed(self.client().get(key.clone(), None)).await {
+                Ok(now) => now,
+                Err(e) => {
+                    return Err(match sent {
+                        Ok(_) => e,
+                        Err(first) => ControlError::OutcomeUnknown(format!("{first}; then {e}")),
+                    })
+                }
+            };
+            let stored = now.kvs().first().map(|kv| parse(kv.value(), &key)).transpose()?;
+            if stored.as_ref() != Some(&record) {
+                let term = stored.map_or(0, |r| r.term);
+                return Err(ControlError::StaleTerm { cluster: name.into(), attempted: record.term, current: term });
+            }
         }
         self.merge(name, record);
         Ok(())
@@ -284,6 +301,38 @@ impl EtcdStore {
     }
 }
 
+/// When etcd last answered, and the last failure since.
+struct Health {
+    last_ok: Instant,
+    last_error: Option<(Instant, String)>,
+    reported: bool,
+}
+
+impl Health {
+    fn degraded(&self, grace: Duration) -> Option<String> {
+        match &self.last_error {
+            Some((_, why)) if self.last_ok.elapsed() >= grace => Some(why.clone()),
+            _ => None,
+        }
+    }
+}
+
 fn parse(bytes: &[u8], key: &str) -> Result<ClusterRecord, ControlError> {
     serde_json::from_slice(bytes).map_err(|e| ControlError::Etcd(format!("record {key} is not valid: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_failure_after_a_success_is_not_an_outage() {
+        let grace = Duration::from_millis(200);
+        let mut h = Health { last_ok: Instant::now(), last_error: None, reported: false };
+        assert_eq!(h.degraded(grace), None);
+        h.last_error = Some((Instant::now(), "connection reset".into()));
+        assert_eq!(h.degraded(grace), None, "within the grace after a success");
+        h.last_ok = Instant::now() - Duration::from_secs(1);
+        assert_eq!(h.degraded(grace).as_deref(), Some("connection reset"));
+    }
 }
