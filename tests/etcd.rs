@@ -109,7 +109,11 @@ async fn start(dir: &Path, name: &str, info: &ClusterInfo, primary: &str, etcd: 
     }
 }
 
+/// The proxy's `GET /api/v1/topology` (null while its admin port is not up yet).
 async fn topo(p: &Proxy) -> serde_json::Value {
+    if tokio::net::TcpStream::connect(p.admin).await.is_err() {
+        return serde_json::Value::Null;
+    }
     http(p.admin, "GET", "/api/v1/topology", None, "").await.1
 }
 
@@ -167,14 +171,21 @@ fn load(ports: &[u16], per_proxy: usize, base: i64) -> Load {
 
 impl Load {
     async fn finish(self) -> (Vec<(i64, i64)>, Vec<String>) {
+        let (acked, errors, _) = self.finish_all().await;
+        (acked, errors)
+    }
+
+    /// Acknowledged rows, error messages, and (writer, seq, code) of failed writes.
+    async fn finish_all(self) -> (Vec<(i64, i64)>, Vec<String>, Vec<(i64, i64, u16)>) {
         self.stop.store(true, Ordering::Relaxed);
-        let (mut acked, mut errors) = (Vec::new(), Vec::new());
+        let (mut acked, mut errors, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for t in self.tasks {
             let o = t.await.unwrap();
             acked.extend(o.acked);
             errors.extend(o.errors);
+            failed.extend(o.failed);
         }
-        (acked, errors)
+        (acked, errors, failed)
     }
 
     async fn more(&self, n: u64) {
@@ -303,6 +314,101 @@ async fn etcd_outage_keeps_serving_refuses_reparents_and_converges() {
     for p in [&a, &b] {
         wait_topo(p, "converged", Duration::from_secs(10), |t| t["clusters"]["main"]["primary"] == to.as_str()).await;
     }
+}
+
+/// A TCP relay to etcd that can be cut (every connection dropped, new ones refused)
+/// and restored: one proxy cut off from etcd while the others are not.
+struct Relay {
+    addr: String,
+    cut: Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+    down: Arc<AtomicBool>,
+}
+
+impl Relay {
+    async fn start(to: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()));
+        let down = Arc::new(AtomicBool::new(false));
+        let (c, d) = (cut.clone(), down.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    continue; // refused: dropped at once
+                }
+                let token = c.lock().unwrap().clone();
+                let to = to.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&to).await else { return };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, cut, down }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        let mut t = self.cut.lock().unwrap();
+        t.cancel();
+        *t = tokio_util::sync::CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proxy_cut_off_from_etcd_is_stopped_by_the_revocation_and_catches_up() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(&dir.path().join("etcd")).unwrap();
+    let a = start(dir.path(), "a", &info, &primary, &etcd, "/baton-t4").await;
+    wait_topo(&a, "a orchestrates", Duration::from_secs(10), |t| t["is_orchestrator"] == true).await;
+    // B reaches etcd only through the relay.
+    let relay = Relay::start(etcd.endpoint.clone()).await;
+    let (mysql, admin) = (free_port(), free_port());
+    let b = spawn(dir.path(), "b", &config(&info, &primary, &relay.addr, "/baton-t4", mysql, admin), mysql, admin);
+    wait_topo(&b, "b registered", Duration::from_secs(20), |t| t["id"].is_string() && t["orchestrator"].is_object()).await;
+    table(a.mysql).await;
+    let la = load(&[a.mysql], 4, 1);
+    let lb = load(&[b.mysql], 4, 100);
+    la.more(200).await;
+    lb.more(200).await;
+
+    relay.cut();
+    wait_topo(&b, "b degraded", Duration::from_secs(10), |t| t["degraded"].is_string()).await;
+    let to = info.servers.iter().find(|s| **s != primary).unwrap().clone();
+    let (status, report) = post_reparent(&a, &to).await;
+    assert_eq!((status, report["outcome"].as_str()), (200, Some("ok")), "{report:#}");
+    la.more(200).await;
+    // B missed the announcement; the revocation stopped it (1290 or a killed
+    // connection: it holds requests). Once it reaches etcd again it follows the
+    // new term and its writers go on.
+    relay.restore();
+    wait_topo(&b, "b converged", Duration::from_secs(20), |t| t["degraded"].is_null() && t["clusters"]["main"]["term"] == 2).await;
+    lb.more(200).await;
+    let (acked_a, errors_a) = la.finish().await;
+    let (acked_b, _, failed_b) = lb.finish_all().await;
+    assert!(errors_a.is_empty(), "{errors_a:?}");
+    // Only B's transactions open at the revocation may fail, with the documented
+    // codes, at most one per writer; none of them is committed.
+    assert!(failed_b.len() <= 4 && failed_b.iter().all(|f| f.2 == 9101 || f.2 == 9105), "{failed_b:?}");
+    let counts = rows(&to).await;
+    check_rows(&acked_a, &counts);
+    check_rows(&acked_b, &counts);
+    for (w, s, code) in &failed_b {
+        if *code == 9101 {
+            assert!(!counts.contains_key(&(*w, *s)), "a lost transaction's row is present: {w}/{s}");
+        }
+    }
+    println!("cut-off proxy: {} acknowledged, failed {failed_b:?}", acked_b.len());
 }
 
 #[tokio::test]

@@ -31,6 +31,15 @@ use crate::state::SessionState;
 const FLUSH_AT: usize = 64 * 1024;
 /// ER_OPTION_PREVENTS_STATEMENT: the server is read-only.
 const ER_READ_ONLY: u16 = 1290;
+
+/// ERR 1290 ("running with the %s option") because of `--read-only`, not another
+/// option (e.g. `--secure-file-priv`, which is the application's error to see).
+fn is_read_only(err: &(u16, String, String)) -> bool {
+    err.0 == ER_READ_ONLY && {
+        let m = err.2.to_ascii_lowercase();
+        m.contains("read-only") || m.contains("read_only")
+    }
+}
 /// How many times one command is held again after the primary refused it as read-only.
 const READ_ONLY_RETRIES: usize = 3;
 
@@ -309,12 +318,17 @@ impl Session {
                 self.client.send(1, &e.payload()).await?;
                 return Ok(());
             }
-            let in_episode = self.cluster.gate.phase() != Phase::Idle;
-            match self.execute(&payload, !pinned || in_episode).await {
+            match self.execute(&payload, true).await {
                 Ok(Relayed::Done(_)) => {}
-                Ok(Relayed::ReadOnly(err)) if pinned => {
-                    // Inside a transaction on a revoked primary: end it, one documented error.
-                    let _ = err;
+                Ok(Relayed::ReadOnly(_)) if pinned => {
+                    // Inside a transaction on a revoked primary (announced or not: a
+                    // proxy cut off from the announcement learns it here): end it with
+                    // one documented error (dropping the backend rolls it back), and
+                    // hold what comes next until a primary is established.
+                    self.ctx.metrics.backend_error(BackendErrorClass::ReadOnly);
+                    if self.cluster.gate.phase() == Phase::Idle {
+                        self.begin_reactive("primary is read-only (1290) inside a transaction");
+                    }
                     self.backend = None;
                     self.lose_transaction(false).await?;
                     return Ok(());
@@ -506,7 +520,7 @@ impl Session {
                 }
             };
             let class = scanner.feed(&pkt);
-            if first && class == Class::Err && intercept_read_only && proto::parse_err(pkt.payload()).is_some_and(|e| e.0 == ER_READ_ONLY) {
+            if first && class == Class::Err && intercept_read_only && proto::parse_err(pkt.payload()).is_some_and(|e| is_read_only(&e)) {
                 return Ok(Relayed::ReadOnly(Bytes::copy_from_slice(pkt.payload())));
             }
             first = false;
@@ -689,4 +703,18 @@ fn is_commit(payload: &[u8]) -> bool {
 
 fn backend_lost(e: ProxyError) -> ProxyError {
     ProxyError::BackendLost(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_read_only_option_counts_as_revoked() {
+        let ro = (1290, "HY000".to_string(), "The MariaDB server is running with the --read-only option so it cannot execute this statement".to_string());
+        let sfp = (1290, "HY000".to_string(), "The MariaDB server is running with the --secure-file-priv option so it cannot execute this statement".to_string());
+        assert!(is_read_only(&ro));
+        assert!(!is_read_only(&sfp));
+        assert!(!is_read_only(&(1064, "42000".into(), "read-only".into())));
+    }
 }
