@@ -1,7 +1,7 @@
 //! `baton ctl`: drive and watch baton through its admin port.
 //!
 //! `baton ctl [--admin ADDR] [--token T] [--json] status | conditions CLUSTER |
-//! reparent CLUSTER [--to HOST:PORT] | failover CLUSTER | reload`
+//! reparent CLUSTER [--to HOST:PORT] | failover CLUSTER | reload | topology`
 //!
 //! Exit codes: 0 done; 1 the operation ran and failed (reparent undone or held,
 //! not ready); 2 the request was refused as invalid (400, 404, 409, 422, 501);
@@ -45,6 +45,8 @@ pub enum CtlCmd {
     Failover { cluster: String },
     /// Re-read and apply baton's config file.
     Reload,
+    /// The topology store: on etcd, degraded or not, the orchestrator, the live proxies.
+    Topology,
 }
 
 struct Reply {
@@ -134,6 +136,36 @@ pub fn run(args: CtlArgs) -> i32 {
         }
     };
     match args.cmd {
+        CtlCmd::Topology => {
+            let r = match reply(request(&args.admin, "GET", "/api/v1/topology", token, "")) { Ok(r) => r, Err(c) => return c };
+            if r.status != 200 {
+                print_error(&r);
+                return exit_for(r.status);
+            }
+            let b = &r.body;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(b).unwrap_or_default());
+                return 0;
+            }
+            let health = match b["degraded"].as_str() {
+                Some(why) => format!("DEGRADED (serving with the last known topology; reparents refused): {why}"),
+                None => "ok".to_string(),
+            };
+            println!("store {}: {health}", b["store"].as_str().unwrap_or("?"));
+            if let Some(id) = b["id"].as_str() {
+                let o = &b["orchestrator"];
+                let mine = if b["is_orchestrator"] == true { " (this proxy)" } else { "" };
+                println!("this proxy: {id}");
+                println!("orchestrator: {} at {}{mine}", o["id"].as_str().unwrap_or("none"), o["admin"].as_str().unwrap_or("-"));
+                for m in b["members"].as_array().into_iter().flatten() {
+                    println!("  proxy {} admin {}", m["id"].as_str().unwrap_or("?"), m["admin"].as_str().unwrap_or("?"));
+                }
+            }
+            for (name, rec) in b["clusters"].as_object().into_iter().flatten() {
+                println!("cluster {name}: primary {} term {}", rec["primary"].as_str().unwrap_or("?"), rec["term"]);
+            }
+            if b["degraded"].is_string() { 1 } else { 0 }
+        }
         CtlCmd::Status => {
             let r = match reply(request(&args.admin, "GET", "/api/v1/clusters", token, "")) { Ok(r) => r, Err(c) => return c };
             if r.status != 200 {

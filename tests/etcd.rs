@@ -288,6 +288,10 @@ async fn etcd_outage_keeps_serving_refuses_reparents_and_converges() {
     assert_eq!(scalar(&mut admin(&primary).await, "SELECT @@read_only").await, "0", "nothing was revoked");
     let (_, m) = http(a.admin, "GET", "/metrics", None, "").await;
     assert!(m.as_str().unwrap().lines().any(|l| l == "baton_topology_store_up 0"), "{m}");
+    let ctl = Command::new(env!("CARGO_BIN_EXE_baton")).args(["ctl", "--admin", &a.admin.to_string(), "topology"]).output().unwrap();
+    let out = String::from_utf8_lossy(&ctl.stdout);
+    assert_eq!(ctl.status.code(), Some(1), "{out}");
+    assert!(out.contains("store etcd: DEGRADED"), "{out}");
 
     etcd.start_again().unwrap();
     let mut orchestrators = Vec::new();
