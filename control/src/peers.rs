@@ -261,7 +261,12 @@ impl Peers {
                 }
             };
             let opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-            let Ok(mut stream) = self.store.timed(self.store.client().watch(prefix.clone(), Some(opts))).await else { continue };
+            let Ok(mut stream) = self.store.timed(self.store.client().watch(prefix.clone(), Some(opts))).await else {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            };
             loop {
                 let msg = tokio::select! {
                     _ = stop.cancelled() => return,
