@@ -134,19 +134,6 @@ async fn post_reparent(p: &Proxy, to: &str) -> (u16, serde_json::Value) {
     http(p.admin, "POST", "/api/v1/clusters/main/reparent", Some(TOKEN), &format!("{{\"to\": \"{to}\"}}")).await
 }
 
-async fn table(port: u16) {
-    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
-    c.query_drop("DROP TABLE IF EXISTS rp_rows; CREATE TABLE rp_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, writer INT NOT NULL, seq INT NOT NULL, kind VARCHAR(8))")
-        .await
-        .unwrap();
-}
-
-async fn rows(addr: &str) -> HashMap<(i64, i64), i64> {
-    let mut c = admin(addr).await;
-    let v: Vec<(i64, i64, i64)> = c.query("SELECT writer, seq, COUNT(*) FROM baton_test.rp_rows GROUP BY writer, seq").await.unwrap();
-    v.into_iter().map(|(w, s, n)| ((w, s), n)).collect()
-}
-
 /// Writers through both proxies: (stop flag, acknowledged counter, tasks).
 struct Load {
     stop: Arc<AtomicBool>,

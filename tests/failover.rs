@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,13 +21,6 @@ fn logs() {
     let _ = tracing_subscriber::fmt().with_env_filter("baton_control=info,baton_proxy=info").with_test_writer().try_init();
 }
 
-async fn table(port: u16) {
-    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
-    c.query_drop("DROP TABLE IF EXISTS rp_rows; CREATE TABLE rp_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, writer INT NOT NULL, seq INT NOT NULL, kind VARCHAR(8))")
-        .await
-        .unwrap();
-}
-
 async fn wait_term(running: &baton::Running, term: u64, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
@@ -43,12 +35,6 @@ async fn wait_term(running: &baton::Running, term: u64, timeout: Duration) -> St
 }
 
 /// Rows per (writer, seq) on `addr`.
-async fn rows(addr: &str) -> HashMap<(i64, i64), i64> {
-    let mut p = admin(addr).await;
-    let rows: Vec<(i64, i64, i64)> = p.query("SELECT writer, seq, COUNT(*) FROM baton_test.rp_rows GROUP BY writer, seq").await.unwrap();
-    rows.into_iter().map(|(w, s, n)| ((w, s), n)).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_primary_under_load_fails_over_without_losing_acknowledged_writes() {
     let _l = LOCK.lock().await;

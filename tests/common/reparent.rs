@@ -301,3 +301,18 @@ pub async fn wait_count(counter: &AtomicU64, target: u64, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// (Re)create the writers' table `baton_test.rp_rows` through baton.
+pub async fn table(port: u16) {
+    let mut c = Conn::new(super::opts(port, Some("baton_test"))).await.unwrap();
+    c.query_drop("DROP TABLE IF EXISTS rp_rows; CREATE TABLE rp_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, writer INT NOT NULL, seq INT NOT NULL, kind VARCHAR(8))")
+        .await
+        .unwrap();
+}
+
+/// How many times each (writer, seq) row is on `addr` (read directly).
+pub async fn rows(addr: &str) -> std::collections::HashMap<(i64, i64), i64> {
+    let mut c = admin(addr).await;
+    let v: Vec<(i64, i64, i64)> = c.query("SELECT writer, seq, COUNT(*) FROM baton_test.rp_rows GROUP BY writer, seq").await.unwrap();
+    v.into_iter().map(|(w, s, n)| ((w, s), n)).collect()
+}
