@@ -87,6 +87,7 @@ def main():
                     help="comma-separated workload:threads")
     ap.add_argument("--no-rss", action="store_true", help="skip the 1,000 idle connections RSS measurement")
     ap.add_argument("--repeat", type=int, default=1, help="runs per target and case, interleaved; the median qps run is reported")
+    ap.add_argument("--baton-threads", type=int, default=0, help="baton server.worker_threads (0: one per core)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="baton-bench-")
     os.chmod(work, 0o755)  # mariadbd runs as user mysql and must reach its data dir
@@ -134,6 +135,7 @@ listen mysql
             f.write(f"""[server]
 listen = "127.0.0.1:{bp}"
 admin_listen = "127.0.0.1:{ap_}"
+worker_threads = {args.baton_threads}
 [topology]
 path = "{work}/topology.json"
 [[users]]

@@ -3,7 +3,7 @@
 //!
 //! Changes at run time: users, data-path limits (new sessions), buffer limits,
 //! reparent timings, cluster settings (servers, credentials, durability), the admin
-//! token. Needs a restart: listeners, the topology store, the set of clusters.
+//! token. Needs a restart: listeners, worker threads, the topology store, the set of clusters.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,7 +49,11 @@ impl Reloader {
         if new.server.admin_listen != current.server.admin_listen {
             return restart("server.admin_listen");
         }
-        if new.topology.store != current.topology.store || new.topology.path != current.topology.path {
+        if new.server.worker_threads != current.server.worker_threads {
+            return restart("server.worker_threads");
+        }
+        let t = |c: &Config| (c.topology.store.clone(), c.topology.path.clone(), c.topology.endpoints.clone(), c.topology.prefix.clone(), c.topology.lease_ttl_s, c.topology.timeout_ms);
+        if t(&new) != t(&current) {
             return restart("[topology]");
         }
         let names = |c: &Config| c.clusters.iter().map(|c| c.name.clone()).collect::<Vec<_>>();

@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// Bearer token required by admin requests that change state. The environment
     /// variable BATON_ADMIN_TOKEN overrides it. Without either, such requests are refused.
     pub admin_token: Option<String>,
+    /// Threads serving sessions; 0: one per CPU core. On a machine shared with the
+    /// database and the clients, fewer threads mean fewer cross-thread wakeups.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             server_version: "5.5.5-10.11.0-MariaDB-baton".into(),
             admin_token: None,
+            worker_threads: 0,
         }
     }
 }
