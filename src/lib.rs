@@ -52,6 +52,17 @@ pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -
     let clusters = baton_control::cluster::registry(&config);
     let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     let metrics = Arc::new(baton_control::metrics::Metrics::new(&names));
+    {
+        let (metrics, stop) = (metrics.clone(), background.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(baton_control::metrics::UPKEEP_INTERVAL) => metrics.upkeep(),
+                }
+            }
+        });
+    }
     for handle in clusters.values() {
         tokio::spawn(baton_control::supervisor::supervise(handle.clone(), store.watch(), background.clone()));
         tokio::spawn(baton_control::health::monitor(handle.clone(), store.clone(), metrics.clone(), background.clone()));

@@ -52,6 +52,10 @@ pub const TOPOLOGY_STORE_UP: &str = "baton_topology_store_up";
 /// Gauge 0/1: this proxy holds the orchestrator role (always 1 on the file store).
 pub const ORCHESTRATOR: &str = "baton_orchestrator";
 
+/// How often histogram samples are folded into buckets (bounds the memory they take
+/// between scrapes: without it, every query's duration is kept until the next scrape).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// (name, kind: c=counter g=gauge h=histogram, help) of every metric.
 const DESCRIPTIONS: &[(&str, char, &str)] = &[
     (CLIENT_CONNECTIONS, 'g', "Client sessions open now."),
@@ -236,6 +240,13 @@ impl Metrics {
                 h.record(Duration::from_millis(*ms).as_secs_f64());
             }
         }
+    }
+
+    /// Fold the samples histograms collected since the last call into their buckets.
+    /// The exporter keeps every sample until then, so this must run periodically
+    /// (not only when scraped): [`UPKEEP_INTERVAL`].
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// Render the exposition text, after copying the control plane's state in.
