@@ -190,7 +190,7 @@ primary = "{primary}"
         after = rss_kib(baton.pid)
         for c in conns:
             c.close()
-        print(f"\nbaton RSS: {before / 1024:.1f} MiB idle, {after / 1024:.1f} MiB with 1,000 idle client "
+        print(f"\nbaton RSS: {before / 1024:.1f} MiB idle after the runs, {after / 1024:.1f} MiB with 1,000 idle client "
               f"connections ({(after - before) / 1000:.1f} KiB per connection incl. its backend session)")
     finally:
         cleanup()
