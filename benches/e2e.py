@@ -72,6 +72,13 @@ def sysbench(port, workload, threads, seconds, extra=()):
     return {"qps": qps, "p95": pct(0.95), "p99": pct(0.99), "avg": avg, "errors": errors}
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -157,13 +164,18 @@ primary = "{primary}"
                         "--mysql-db=sbtest", "--tables=4", "--table-size=10000", "prepare"],
                        check=True, capture_output=True)
         targets = [("direct", direct), ("haproxy", hp), ("baton", bp)]
+        pids = {"haproxy": procs[1].pid, "baton": baton.pid}
         rows = []
         cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
         for workload, threads in cases:
             runs = {name: [] for name, _ in targets}
             for _ in range(args.repeat):
                 for name, port in targets:
+                    before = cpu_seconds(pids[name]) if name in pids else 0.0
                     res = sysbench(port, workload, threads, args.time)
+                    if name in pids:
+                        # The proxy's own CPU per query (user + system), over the same run.
+                        res["cpu_us"] = (cpu_seconds(pids[name]) - before) * 1e6 / max(1.0, res["qps"] * args.time)
                     runs[name].append(res)
                     print(f"  {workload} t={threads} {name}: {res}", file=sys.stderr)
             r = {name: sorted(rs, key=lambda x: x["qps"])[len(rs) // 2] for name, rs in runs.items()}
@@ -171,14 +183,14 @@ primary = "{primary}"
 
         print(f"\nsysbench, {args.time} s per run, 4 tables x 10,000 rows, median of {args.repeat} interleaved run(s) per target, same machine (2 cores)\n")
         print("| workload | threads | direct qps | haproxy qps | baton qps | baton/direct | baton/haproxy "
-              "| p95 ms d/h/b | p99 ms d/h/b | avg ms d/h/b | errors b |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "| p95 ms d/h/b | p99 ms d/h/b | avg ms d/h/b | proxy CPU us/query h/b | errors b |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for workload, threads, r in rows:
             d, h, b = r["direct"], r["haproxy"], r["baton"]
             print(f"| {workload} | {threads} | {d['qps']:.0f} | {h['qps']:.0f} | {b['qps']:.0f} "
                   f"| {b['qps'] / d['qps']:.2f} | {b['qps'] / h['qps']:.2f} "
                   f"| {d['p95']:.2f}/{h['p95']:.2f}/{b['p95']:.2f} | {d['p99']:.2f}/{h['p99']:.2f}/{b['p99']:.2f} "
-                  f"| {d['avg']:.3f}/{h['avg']:.3f}/{b['avg']:.3f} | {b['errors']} |")
+                  f"| {d['avg']:.3f}/{h['avg']:.3f}/{b['avg']:.3f} | {h['cpu_us']:.1f}/{b['cpu_us']:.1f} | {b['errors']} |")
 
         if args.no_rss:
             return
