@@ -80,7 +80,13 @@ pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -
         baton_control::peers::Peers::start(etcd, admin_addr, clusters.clone(), background.clone());
     }
     let shutdown = Shutdown::default();
-    tokio::spawn(baton_proxy::serve(listener, proxy.clone(), config.server.max_connections, shutdown.clone()));
+    // Sessions run on their own threads, one runtime each (see baton_proxy::workers).
+    let threads = match config.server.worker_threads {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let workers = Some(Arc::new(baton_proxy::Workers::start(threads, background.clone()).context("starting session threads")?));
+    tokio::spawn(baton_proxy::serve(listener, proxy.clone(), config.server.max_connections, shutdown.clone(), workers));
     let reloader = Arc::new(reload::Reloader::new(path, config.clone(), proxy.clone(), clusters.clone()));
     let admin_state = admin::AdminState { store: store.clone(), clusters, reloader: reloader.clone(), metrics };
     tokio::spawn(admin::serve(admin, admin_state, background.clone()));

@@ -59,11 +59,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        builder.worker_threads(config.server.worker_threads);
-    }
-    let rt = builder.enable_all().build().expect("tokio runtime");
+    // The control plane, the admin port and the accept loop; sessions get their own
+    // threads (`server.worker_threads`).
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let running = match baton::start_with_path(config, Some(path)).await {
             Ok(r) => r,

@@ -55,8 +55,8 @@ pub struct ServerConfig {
     /// Bearer token required by admin requests that change state. The environment
     /// variable BATON_ADMIN_TOKEN overrides it. Without either, such requests are refused.
     pub admin_token: Option<String>,
-    /// Threads serving sessions; 0: one per CPU core. On a machine shared with the
-    /// database and the clients, fewer threads mean fewer cross-thread wakeups.
+    /// Session threads, each with its own single-threaded runtime; a session stays on
+    /// the thread it was given. 0: one per CPU core.
     pub worker_threads: usize,
 }
 

@@ -24,6 +24,8 @@ pub mod relay;
 pub mod restore;
 pub mod session;
 pub mod state;
+pub mod workers;
 
 pub use context::ProxyContext;
 pub use listener::{serve, Shutdown};
+pub use workers::Workers;

@@ -38,8 +38,9 @@ impl Default for Shutdown {
     }
 }
 
-/// Accept clients until `shutdown.stop_accepting` is cancelled.
-pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connections: usize, shutdown: Shutdown) {
+/// Accept clients until `shutdown.stop_accepting` is cancelled. Sessions run on
+/// `workers` (each on one thread) when given, else on the current runtime.
+pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connections: usize, shutdown: Shutdown, workers: Option<Arc<crate::workers::Workers>>) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let (stream, peer) = tokio::select! {
@@ -66,16 +67,42 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connection
         let conn_id = ctx.next_connection_id();
         ctx.metrics.client_connections_total.increment(1);
         let span = tracing::debug_span!("conn", id = conn_id, client = %peer);
-        shutdown.sessions.spawn(
-            async move {
-                let metrics = ctx.metrics.clone();
-                metrics.client_connections.increment(1.0);
-                handle(stream, peer, ctx, conn_id, close).await;
-                metrics.client_connections.decrement(1.0);
-                drop(permit);
+        let metrics = ctx.metrics.clone();
+        metrics.client_connections.increment(1.0);
+        match &workers {
+            Some(w) => {
+                // Re-registered with the session thread's own reactor.
+                let std = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand the connection to a session thread");
+                        metrics.client_connections.decrement(1.0);
+                        continue;
+                    }
+                };
+                shutdown.sessions.spawn_on(
+                    async move {
+                        if let Ok(stream) = TcpStream::from_std(std) {
+                            handle(stream, peer, ctx, conn_id, close).await;
+                        }
+                        metrics.client_connections.decrement(1.0);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                    w.pick(),
+                );
             }
-            .instrument(span),
-        );
+            None => {
+                shutdown.sessions.spawn(
+                    async move {
+                        handle(stream, peer, ctx, conn_id, close).await;
+                        metrics.client_connections.decrement(1.0);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
     }
     shutdown.sessions.close();
 }
