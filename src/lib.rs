@@ -85,7 +85,7 @@ pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    let workers = Some(Arc::new(baton_proxy::Workers::start(threads, background.clone()).context("starting session threads")?));
+    let workers = Arc::new(baton_proxy::Workers::start(threads, background.clone()).context("starting session threads")?);
     tokio::spawn(baton_proxy::serve(listener, proxy.clone(), config.server.max_connections, shutdown.clone(), workers));
     let reloader = Arc::new(reload::Reloader::new(path, config.clone(), proxy.clone(), clusters.clone()));
     let admin_state = admin::AdminState { store: store.clone(), clusters, reloader: reloader.clone(), metrics };

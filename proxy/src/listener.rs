@@ -38,9 +38,9 @@ impl Default for Shutdown {
     }
 }
 
-/// Accept clients until `shutdown.stop_accepting` is cancelled. Sessions run on
-/// `workers` (each on one thread) when given, else on the current runtime.
-pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connections: usize, shutdown: Shutdown, workers: Option<Arc<crate::workers::Workers>>) {
+/// Accept clients until `shutdown.stop_accepting` is cancelled. Each session runs
+/// on one of the `workers` threads.
+pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connections: usize, shutdown: Shutdown, workers: Arc<crate::workers::Workers>) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let (stream, peer) = tokio::select! {
@@ -69,40 +69,26 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connection
         let span = tracing::debug_span!("conn", id = conn_id, client = %peer);
         let metrics = ctx.metrics.clone();
         metrics.client_connections.increment(1.0);
-        match &workers {
-            Some(w) => {
-                // Re-registered with the session thread's own reactor.
-                let std = match stream.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot hand the connection to a session thread");
-                        metrics.client_connections.decrement(1.0);
-                        continue;
-                    }
-                };
-                shutdown.sessions.spawn_on(
-                    async move {
-                        if let Ok(stream) = TcpStream::from_std(std) {
-                            handle(stream, peer, ctx, conn_id, close).await;
-                        }
-                        metrics.client_connections.decrement(1.0);
-                        drop(permit);
-                    }
-                    .instrument(span),
-                    w.pick(),
-                );
+        // Re-registered with the session thread's own reactor.
+        let std = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand the connection to a session thread");
+                metrics.client_connections.decrement(1.0);
+                continue;
             }
-            None => {
-                shutdown.sessions.spawn(
-                    async move {
-                        handle(stream, peer, ctx, conn_id, close).await;
-                        metrics.client_connections.decrement(1.0);
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+        };
+        shutdown.sessions.spawn_on(
+            async move {
+                if let Ok(stream) = TcpStream::from_std(std) {
+                    handle(stream, peer, ctx, conn_id, close).await;
+                }
+                metrics.client_connections.decrement(1.0);
+                drop(permit);
             }
-        }
+            .instrument(span),
+            workers.pick(),
+        );
     }
     shutdown.sessions.close();
 }

@@ -318,7 +318,7 @@ impl Session {
                 self.client.send(1, &e.payload()).await?;
                 return Ok(());
             }
-            match self.execute(&payload, true).await {
+            match self.execute(&payload).await {
                 Ok(Relayed::Done(_)) => {}
                 Ok(Relayed::ReadOnly(_)) if pinned => {
                     // Inside a transaction on a revoked primary (announced or not: a
@@ -441,7 +441,7 @@ impl Session {
     }
 
     /// Send the command (statement ids mapped to the backend's) and relay the response.
-    async fn execute(&mut self, payload: &Bytes, intercept_read_only: bool) -> Result<Relayed> {
+    async fn execute(&mut self, payload: &Bytes) -> Result<Relayed> {
         self.relayed_any = false;
         let code = payload[0];
         let mut owned;
@@ -484,7 +484,7 @@ impl Session {
             cmd::STMT_FETCH | cmd::FIELD_LIST => Expect::Rows,
             _ => Expect::Single,
         };
-        let r = self.relay(expect, intercept_read_only).await;
+        let r = self.relay(expect).await;
         self.pending_prepare = None;
         let r = r?;
         match (code, &r) {
@@ -501,7 +501,7 @@ impl Session {
         Ok(r)
     }
 
-    async fn relay(&mut self, expect: Expect, intercept_read_only: bool) -> Result<Relayed> {
+    async fn relay(&mut self, expect: Expect) -> Result<Relayed> {
         let mut scanner = Scanner::new(expect, self.deprecate_eof());
         let mut last_ok = false;
         let mut first = true;
@@ -520,7 +520,7 @@ impl Session {
                 }
             };
             let class = scanner.feed(&pkt);
-            if first && class == Class::Err && intercept_read_only && proto::parse_err(pkt.payload()).is_some_and(|e| is_read_only(&e)) {
+            if first && class == Class::Err && proto::parse_err(pkt.payload()).is_some_and(|e| is_read_only(&e)) {
                 return Ok(Relayed::ReadOnly(Bytes::copy_from_slice(pkt.payload())));
             }
             first = false;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-/// The session threads. Dropped threads end when `stop` is cancelled.
+/// The session threads; each ends (dropping what still runs on it) when `stop` is cancelled.
 pub struct Workers {
     handles: Vec<Handle>,
     next: AtomicUsize,
@@ -33,13 +33,5 @@ impl Workers {
     /// The thread the next session goes to (round robin).
     pub fn pick(&self) -> &Handle {
         &self.handles[self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()]
-    }
-
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 }
