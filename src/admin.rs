@@ -71,7 +71,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// On etcd: refuse while etcd is unreachable; forward to the orchestrator when it
 /// is another proxy. `None`: run the request here.
 async fn coordinate(state: &AdminState, headers: &HeaderMap, path: &str, body: &[u8]) -> Option<Response> {
-    if state.store.kind() != "etcd" {
+    if !matches!(state.store, Store::Etcd(_)) {
         return None;
     }
     if let Some(why) = state.store.degraded() {

@@ -254,11 +254,7 @@ impl Metrics {
         let topo = store.current();
         let terms: HashMap<&String, u64> = topo.clusters.iter().map(|(n, r)| (n, r.term)).collect();
         self.store_up.set(if store.degraded().is_none() { 1.0 } else { 0.0 });
-        let orchestrator = match store {
-            crate::store::Store::File(_) => true,
-            crate::store::Store::Etcd(_) => store.peers().is_some_and(|p| p.is_orchestrator()),
-        };
-        self.orchestrator.set(if orchestrator { 1.0 } else { 0.0 });
+        self.orchestrator.set(if store.is_orchestrator() { 1.0 } else { 0.0 });
         for (name, cm) in &self.clusters {
             let Some(h) = clusters.get(name) else { continue };
             let c = &h.gate.counters;

@@ -95,13 +95,17 @@ impl Store {
         }
     }
 
-    /// Whether this proxy may change servers on its own initiative (automatic
-    /// failover, fencing, rejoin): always on the file store; on etcd only the
-    /// orchestrator, and only while etcd answers.
-    pub fn may_act(&self) -> bool {
+    /// Whether this proxy holds the orchestrator role: always on the file store.
+    pub fn is_orchestrator(&self) -> bool {
         match self {
             Store::File(_) => true,
-            Store::Etcd(s) => s.degraded().is_none() && s.peers().is_some_and(|p| p.is_orchestrator()),
+            Store::Etcd(s) => s.peers().is_some_and(|p| p.is_orchestrator()),
         }
+    }
+
+    /// Whether this proxy may change servers on its own initiative (automatic
+    /// failover, fencing, rejoin): the orchestrator, and only while its store answers.
+    pub fn may_act(&self) -> bool {
+        self.degraded().is_none() && self.is_orchestrator()
     }
 }
