@@ -36,7 +36,7 @@ impl Drop for Proxy {
 }
 
 fn config(info: &ClusterInfo, primary: &str, endpoint: &str, prefix: &str, mysql: u16, admin: u16) -> String {
-    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let tables = cluster_tables(info, primary, "semi_sync");
     format!(
         r#"
 [server]
@@ -61,18 +61,7 @@ transaction_grace_ms = 2000
 [health]
 interval_ms = 300
 timeout_ms = 700
-[[users]]
-name = "app"
-password = "app"
-[[clusters]]
-name = "main"
-servers = [{servers}]
-primary = {primary:?}
-admin_user = "admin"
-admin_password = "admin"
-repl_password = "repl"
-durability = "semi_sync"
-"#
+{tables}"#
     )
 }
 

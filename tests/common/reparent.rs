@@ -167,19 +167,12 @@ pub async fn heal(info: &ClusterInfo) -> String {
     primary
 }
 
-/// Start baton in front of the reparent cluster with `primary` seeded.
-pub async fn start_baton(info: &ClusterInfo, primary: &str, extra: &str, durability: &str) -> (baton::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+/// The `[[users]]` and `[[clusters]]` tables for the reparent cluster with
+/// `primary` seeded (the harness's accounts).
+pub fn cluster_tables(info: &ClusterInfo, primary: &str, durability: &str) -> String {
     let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    let text = format!(
+    format!(
         r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-admin_token = "{TOKEN}"
-[topology]
-path = {topo:?}
-{extra}
 [[users]]
 name = "app"
 password = "app"
@@ -191,8 +184,25 @@ admin_user = "admin"
 admin_password = "admin"
 repl_password = "repl"
 durability = "{durability}"
-"#,
+"#
+    )
+}
+
+/// Start baton in front of the reparent cluster with `primary` seeded.
+pub async fn start_baton(info: &ClusterInfo, primary: &str, extra: &str, durability: &str) -> (baton::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+admin_token = "{TOKEN}"
+[topology]
+path = {topo:?}
+{extra}
+{tables}"#,
         topo = dir.path().join("topology.json").display().to_string(),
+        tables = cluster_tables(info, primary, durability),
     );
     let config = baton_control::Config::parse(&text).expect("config");
     (baton::start(config).await.expect("baton starts"), dir)
