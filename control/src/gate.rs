@@ -301,7 +301,7 @@ impl Gate {
                 }
             }
         };
-        let guard = WaitGuard { gate: self.clone(), id };
+        let mut guard = WaitGuard { gate: self.clone(), id, client_gone: true };
         let result = tokio::time::timeout(limits.window, rx).await;
         match result {
             Ok(Ok(Ok(permit))) => {
@@ -318,6 +318,7 @@ impl Gate {
                 Err(GateError::MaxDuration)
             }
             Err(_) => {
+                guard.client_gone = false;
                 drop(guard); // removes us from the queue
                 self.counters.evicted_window.fetch_add(1, Ordering::Relaxed);
                 Err(GateError::WindowExpired)
@@ -495,6 +496,9 @@ fn phase_code(p: Phase) -> u8 {
 struct WaitGuard {
     gate: Arc<Gate>,
     id: u64,
+    /// Dropped because the caller stopped waiting (its client went away): counted
+    /// as `client_gone`. False when the window expired (counted by the caller).
+    client_gone: bool,
 }
 
 impl Drop for WaitGuard {
@@ -505,8 +509,8 @@ impl Drop for WaitGuard {
             i.queue.retain(|w| w.id != id);
             before != i.queue.len()
         });
-        if removed && !std::thread::panicking() {
-            // Counted by the caller (window) or here (client gone while waiting).
+        if removed && self.client_gone {
+            self.gate.counters.evicted_client_gone.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -1,6 +1,13 @@
 //! A backend connection: connect to a MariaDB/MySQL server and log in as the
 //! client's user, with capabilities mirrored from the client (see
 //! [`crate::proto::backend_capabilities`]) and session tracking switched on.
+//!
+//! Two stages, so that a client's greeting can carry the backend's own thread id
+//! (what `CONNECTION_ID()` returns, what `KILL` takes): [`Backend::greet`] opens
+//! the connection and reads the server's greeting; [`Greeted::login`] finishes
+//! once the client has proved who it is. Errors on the socket of a logged-in
+//! backend are marked as backend errors here, where it is read or written
+//! ([`Backend::send`], [`Backend::read_raw`]), not by each caller.
 
 use std::time::Duration;
 
@@ -11,13 +18,31 @@ use mysql_common::packets::HandshakePacket;
 use tokio::net::TcpStream;
 
 use crate::auth::{proof_for, Stage1, NATIVE_PLUGIN};
-use crate::packet::PacketIo;
+use crate::error::ProxyError;
+use crate::packet::{PacketIo, RawPacket};
 use crate::proto::{self, backend_capabilities};
+use crate::tracking::ClientTracking;
 
 /// What baton runs on every new backend session: track every system variable
 /// (so session state can be restored elsewhere) including `last_gtid` (so baton
 /// knows the GTID of every write it acknowledges).
 pub const SESSION_SETUP_SQL: &str = "SET SESSION session_track_system_variables='*', session_track_schema=ON";
+
+/// Read before [`SESSION_SETUP_SQL`]: what a direct session would have.
+const DEFAULTS_SQL: &str = "SELECT @@session_track_system_variables, @@session_track_schema, @@max_allowed_packet";
+
+/// The collation a login names when the client's does not fit the handshake's
+/// one byte (utf8mb4_general_ci); the real one is set right after.
+const FALLBACK_COLLATION: u8 = 45;
+
+/// What a new session on this server starts with.
+#[derive(Debug, Clone)]
+pub struct ServerDefaults {
+    /// Session tracking as a direct client would have it.
+    pub tracking: ClientTracking,
+    /// `@@max_allowed_packet`: the largest command the server accepts.
+    pub max_allowed_packet: usize,
+}
 
 /// Why a backend connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +61,8 @@ pub struct Login<'a> {
     pub user: &'a str,
     pub stage1: &'a Stage1,
     pub db: Option<&'a [u8]>,
-    pub collation: u8,
+    /// Two bytes: COM_CHANGE_USER can name collations above 255.
+    pub collation: u16,
     pub client_caps: CapabilityFlags,
     pub client_ext_caps: MariadbCapabilities,
 }
@@ -46,51 +72,61 @@ pub struct Backend {
     pub io: PacketIo<TcpStream>,
     pub addr: String,
     pub caps: CapabilityFlags,
+    /// The server's thread id for this session.
     pub connection_id: u32,
+    pub defaults: ServerDefaults,
+    /// The greeting's nonce (COM_CHANGE_USER proofs answer it).
+    nonce: Vec<u8>,
 }
 
-impl Backend {
-    /// Connect and log in, all within `timeout`.
-    pub async fn connect(addr: &str, login: &Login<'_>, timeout: Duration) -> Result<Backend, BackendError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(addr, login)).await {
+/// A connection whose greeting was read; not logged in yet.
+pub struct Greeted {
+    io: PacketIo<TcpStream>,
+    addr: String,
+    seq: u8,
+    connection_id: u32,
+    server_caps: CapabilityFlags,
+    server_ext_caps: MariadbCapabilities,
+    nonce: Vec<u8>,
+}
+
+impl Greeted {
+    /// The server's thread id for this connection.
+    pub fn connection_id(&self) -> u32 {
+        self.connection_id
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Log in as `login`, within `timeout`.
+    pub async fn login(self, login: &Login<'_>, timeout: Duration) -> Result<Backend, BackendError> {
+        match tokio::time::timeout(timeout, self.login_inner(login)).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError::Unreachable(format!("timed out after {} ms", timeout.as_millis()))),
+            Err(_) => Err(BackendError::Unreachable(format!("login timed out after {} ms", timeout.as_millis()))),
         }
     }
 
-    async fn connect_inner(addr: &str, login: &Login<'_>) -> Result<Backend, BackendError> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| BackendError::Unreachable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let mut io = PacketIo::new(stream);
+    async fn login_inner(self, login: &Login<'_>) -> Result<Backend, BackendError> {
+        let Greeted { mut io, addr, seq, connection_id, server_caps, server_ext_caps, nonce } = self;
         let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
-        let (_, seq, greeting) = io.read_logical(1 << 16).await.map_err(lost)?;
-        if greeting.first() == Some(&0xff) {
-            return Err(BackendError::Refused(greeting.to_vec()));
-        }
-        let hs: HandshakePacket<'_> = ParseBuf(&greeting)
-            .parse(())
-            .map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
-        let connection_id = hs.connection_id();
         let mut caps = backend_capabilities(login.client_caps);
         if login.db.is_some() {
             caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
         }
-        if !hs.capabilities().contains(CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SESSION_TRACK) {
-            return Err(BackendError::Protocol("server lacks protocol 4.1 or session tracking".into()));
-        }
-        caps &= hs.capabilities();
-        let nonce = hs.nonce();
+        caps &= server_caps;
         let proof = proof_for(login.stage1, &nonce[..nonce.len().min(20)]);
 
         let mut resp = Vec::with_capacity(128);
         resp.put_u32_le(caps.bits());
         resp.put_u32_le(crate::packet::MAX_PAYLOAD as u32 + 1);
-        resp.put_u8(login.collation);
+        resp.put_u8(u8::try_from(login.collation).unwrap_or(FALLBACK_COLLATION));
         resp.put_slice(&[0u8; 19]);
         let ext = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
             0
         } else {
-            (login.client_ext_caps & hs.mariadb_ext_capabilities()).bits()
+            (login.client_ext_caps & server_ext_caps).bits()
         };
         resp.put_u32_le(ext);
         resp.put_slice(login.user.as_bytes());
@@ -105,31 +141,181 @@ impl Backend {
         resp.put_u8(0);
         io.send(seq.wrapping_add(1), &resp).await.map_err(lost)?;
 
-        loop {
-            let (s, _, reply) = io.read_logical(1 << 16).await.map_err(lost)?;
-            match reply.first() {
-                Some(0x00) => break,
-                Some(0xff) => return Err(BackendError::Refused(reply.to_vec())),
-                Some(0xfe) => {
-                    // Auth switch: plugin name NUL, then the new nonce.
-                    let mut c = proto::Cursor::new(&reply[1..]);
-                    let plugin = c.null_str().unwrap_or_default();
-                    if plugin != NATIVE_PLUGIN {
-                        return Err(BackendError::Protocol(format!(
-                            "backend asks for auth plugin {:?}; baton logs in with mysql_native_password",
-                            String::from_utf8_lossy(plugin)
-                        )));
-                    }
-                    let data = c.rest();
-                    let nonce = &data[..data.len().min(20)];
-                    io.send(s.wrapping_add(1), &proof_for(login.stage1, nonce)).await.map_err(lost)?;
+        auth_reply(&mut io, login).await?;
+        let defaults = ServerDefaults { tracking: ClientTracking::default(), max_allowed_packet: 16 << 20 };
+        let mut backend = Backend { io, addr, caps, connection_id, defaults, nonce };
+        backend.setup(login.collation, true).await?;
+        Ok(backend)
+    }
+}
+
+/// Read the server's answer to a login or COM_CHANGE_USER: OK, ERR, or an auth
+/// switch to mysql_native_password (answered with a proof for its new nonce).
+async fn auth_reply(io: &mut PacketIo<TcpStream>, login: &Login<'_>) -> Result<(), BackendError> {
+    let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
+    loop {
+        let (s, _, reply) = io.read_logical(1 << 16).await.map_err(lost)?;
+        match reply.first() {
+            Some(0x00) => return Ok(()),
+            Some(0xff) => return Err(BackendError::Refused(reply.to_vec())),
+            Some(0xfe) => {
+                // Auth switch: plugin name NUL, then the new nonce.
+                let mut c = proto::Cursor::new(&reply[1..]);
+                let plugin = c.null_str().unwrap_or_default();
+                if plugin != NATIVE_PLUGIN {
+                    return Err(BackendError::Protocol(format!(
+                        "backend asks for auth plugin {:?}; baton logs in with mysql_native_password",
+                        String::from_utf8_lossy(plugin)
+                    )));
                 }
-                _ => return Err(BackendError::Protocol("unexpected packet during login".into())),
+                let data = c.rest();
+                let nonce = &data[..data.len().min(20)];
+                io.send(s.wrapping_add(1), &proof_for(login.stage1, nonce)).await.map_err(lost)?;
+            }
+            _ => return Err(BackendError::Protocol("unexpected packet during login".into())),
+        }
+    }
+}
+
+impl Backend {
+    /// After a login or COM_CHANGE_USER: read the session's defaults, switch
+    /// baton's tracking on, and set a collation the login could not name.
+    async fn setup(&mut self, collation: u16, set_collation: bool) -> Result<(), BackendError> {
+        let row = self.query_row(DEFAULTS_SQL).await?;
+        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        self.defaults = ServerDefaults {
+            tracking: ClientTracking::from_server(&col(0), &col(1)),
+            max_allowed_packet: String::from_utf8_lossy(&col(2)).parse().unwrap_or(16 << 20),
+        };
+        self.simple_command(SESSION_SETUP_SQL).await?;
+        if set_collation && u8::try_from(collation).is_err() {
+            // The handshake's collation byte cannot name it: set it as the server
+            // would for COM_CHANGE_USER with this id.
+            let sql = format!("SELECT CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS WHERE ID = {collation}");
+            let row = self.query_row(&sql).await?;
+            match (row.first().cloned().flatten(), row.get(1).cloned().flatten()) {
+                (Some(cs), Some(co)) => {
+                    let (cs, co) = (String::from_utf8_lossy(&cs).into_owned(), String::from_utf8_lossy(&co).into_owned());
+                    self.simple_command(&format!("SET NAMES '{cs}' COLLATE '{co}'")).await?;
+                }
+                _ => return Err(BackendError::Protocol(format!("unknown collation id {collation}"))),
             }
         }
-        let mut backend = Backend { io, addr: addr.to_string(), caps, connection_id };
-        backend.simple_command(SESSION_SETUP_SQL).await?;
-        Ok(backend)
+        Ok(())
+    }
+
+    /// COM_CHANGE_USER on this backend session: same thread, new user; the server
+    /// resets the session (baton's tracking is put back).
+    pub async fn change_user(&mut self, login: &Login<'_>) -> Result<(), BackendError> {
+        let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
+        let proof = proof_for(login.stage1, &self.nonce[..self.nonce.len().min(20)]);
+        let mut p = vec![proto::cmd::CHANGE_USER];
+        p.extend_from_slice(login.user.as_bytes());
+        p.push(0);
+        p.push(proof.len() as u8);
+        p.extend_from_slice(&proof);
+        p.extend_from_slice(login.db.unwrap_or_default());
+        p.push(0);
+        p.extend_from_slice(&login.collation.to_le_bytes());
+        if self.caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+            p.extend_from_slice(NATIVE_PLUGIN);
+            p.push(0);
+        }
+        self.io.send(0, &p).await.map_err(lost)?;
+        auth_reply(&mut self.io, login).await?;
+        self.setup(login.collation, false).await
+    }
+
+    /// Connect and log in, all within `timeout`.
+    pub async fn connect(addr: &str, login: &Login<'_>, timeout: Duration) -> Result<Backend, BackendError> {
+        let started = tokio::time::Instant::now();
+        let greeted = Self::greet(addr, timeout).await?;
+        greeted.login(login, timeout.saturating_sub(started.elapsed())).await
+    }
+
+    /// Open a connection and read the server's greeting, within `timeout`.
+    pub async fn greet(addr: &str, timeout: Duration) -> Result<Greeted, BackendError> {
+        match tokio::time::timeout(timeout, Self::greet_inner(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Unreachable(format!("timed out after {} ms", timeout.as_millis()))),
+        }
+    }
+
+    async fn greet_inner(addr: &str) -> Result<Greeted, BackendError> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| BackendError::Unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let mut io = PacketIo::new(stream);
+        let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
+        let (_, seq, greeting) = io.read_logical(1 << 16).await.map_err(lost)?;
+        if greeting.first() == Some(&0xff) {
+            return Err(BackendError::Refused(greeting.to_vec()));
+        }
+        let hs: HandshakePacket<'_> = ParseBuf(&greeting)
+            .parse(())
+            .map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
+        if !hs.capabilities().contains(CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SESSION_TRACK) {
+            return Err(BackendError::Protocol("server lacks protocol 4.1 or session tracking".into()));
+        }
+        Ok(Greeted {
+            seq,
+            connection_id: hs.connection_id(),
+            server_caps: hs.capabilities(),
+            server_ext_caps: hs.mariadb_ext_capabilities(),
+            nonce: hs.nonce().to_vec(),
+            addr: addr.to_string(),
+            io,
+        })
+    }
+
+    /// Send one command packet; a failure is this backend lost.
+    pub async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), ProxyError> {
+        self.io.send(seq, payload).await.map(|_| ()).map_err(|e| ProxyError::BackendLost(e.to_string()))
+    }
+
+    /// Read one physical packet of a response; a failure is this backend lost.
+    pub async fn read_raw(&mut self) -> Result<RawPacket, ProxyError> {
+        self.io.read_raw().await.map_err(|e| ProxyError::BackendLost(e.to_string()))
+    }
+
+    /// Run a query returning at most one row, for baton's own use: the row's
+    /// values (None for NULL); empty when no row.
+    pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        use crate::relay::{Class, Expect, Scanner};
+        let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
+        let mut payload = Vec::with_capacity(1 + sql.len());
+        payload.push(proto::cmd::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        self.io.send(0, &payload).await.map_err(lost)?;
+        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        let mut scanner = Scanner::new(Expect::ResultSet, deprecate_eof);
+        let (mut data, mut columns, mut row, mut err) = (0u64, 0u64, Vec::new(), None);
+        while !scanner.done() {
+            let pkt = self.io.read_raw().await.map_err(lost)?;
+            match scanner.feed(&pkt) {
+                Class::Data => {
+                    if data == 0 {
+                        columns = proto::Cursor::new(pkt.payload()).lenenc().unwrap_or(0);
+                    } else if data == columns + 1 {
+                        let mut c = proto::Cursor::new(pkt.payload());
+                        for _ in 0..columns {
+                            if c.rest().first() == Some(&0xfb) {
+                                c.u8();
+                                row.push(None);
+                            } else {
+                                row.push(c.lenenc_bytes().map(<[u8]>::to_vec));
+                            }
+                        }
+                    }
+                    data += 1;
+                }
+                Class::Err => err = Some(pkt.payload().to_vec()),
+                _ => {}
+            }
+        }
+        match err {
+            Some(e) => Err(BackendError::Refused(e)),
+            None => Ok(row),
+        }
     }
 
     /// Run a statement that returns no rows, for baton's own use (not relayed).
@@ -147,8 +333,9 @@ impl Backend {
         }
     }
 
-    /// Has the server closed this idle connection or sent something unasked (the
-    /// notice of a KILL)? Either way it must not be used for the next command.
+    /// Has the server closed this idle connection or sent something unasked?
+    /// Either way it must not be used for the next command. Cheap: tokio answers
+    /// from the readiness it already knows, without a system call when idle.
     pub fn is_stale(&self) -> bool {
         if self.io.has_buffered_bytes() {
             return true;

@@ -37,6 +37,12 @@ pub struct ProxyContext {
     /// Per-cluster gate, acknowledged GTIDs and settings, shared with the control plane.
     pub clusters: Registry,
     pub metrics: Arc<baton_control::metrics::Metrics>,
+    /// Client connection ids -> current backend threads (for KILL).
+    pub threads: Arc<crate::threads::Threads>,
+    /// The cluster whose primary greets a client before its user (and so its
+    /// cluster) is known: the first configured.
+    pub greeting_cluster: String,
+    started: std::time::Instant,
     next_conn_id: AtomicU32,
 }
 
@@ -54,6 +60,9 @@ impl ProxyContext {
             topology,
             clusters,
             metrics,
+            threads: Arc::default(),
+            greeting_cluster: config.clusters.first().map(|c| c.name.clone()).unwrap_or_default(),
+            started: std::time::Instant::now(),
             next_conn_id: AtomicU32::new(1),
         }
     }
@@ -74,6 +83,13 @@ impl ProxyContext {
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users_of(config));
     }
 
+    /// How long this proxy has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// baton's own counter, for logs and for a client whose greeting could not
+    /// carry a backend thread id (no primary reachable at connect).
     pub fn next_connection_id(&self) -> u32 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -90,6 +90,19 @@ impl MysqlError {
     pub fn statement_unknown(why: &str) -> Self {
         Self::new(9105, "HY000", format!("baton: connection to the primary lost while the statement ran ({why}); it may or may not have been applied; check before retrying"))
     }
+    /// 9106 (08S01): the session holds state that cannot follow it to another
+    /// backend (named locks, table locks, temporary tables, XA, user variables,
+    /// an open cursor), or its state could not be restored there, and its
+    /// backend session is gone: the session is closed rather than continued
+    /// without it.
+    pub fn session_state_lost(what: &str) -> Self {
+        Self::new(9106, "08S01", format!("baton: this session's backend was lost and its state cannot be carried to the new one ({what}); the connection is closed; reconnect"))
+    }
+    /// 1094 (HY000): `KILL` of a thread id that does not exist (where baton can
+    /// tell: the id names a session now on another server).
+    pub fn unknown_thread(id: u64) -> Self {
+        Self::new(1094, "HY000", format!("Unknown thread id: {id}"))
+    }
     /// The error for a request the gate did not let through.
     pub fn from_gate(e: baton_control::gate::GateError, cluster: &str) -> Self {
         use baton_control::gate::GateError as G;

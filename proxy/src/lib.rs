@@ -3,8 +3,10 @@
 //! # Layout (outside in)
 //! - [`listener`]: accept, connection cap, handshake timeout, shutdown.
 //! - [`handshake`] + [`auth`]: the connection phase and mysql_native_password.
-//! - [`session`]: the command loop and its [`state`] (transaction, schema,
-//!   variables, prepared statements owned by baton).
+//! - [`session`]: the command loop (each command parsed once: [`command`],
+//!   its SQL read by [`sql`]) and its [`state`] (transaction, schema,
+//!   variables, prepared statements owned by baton); [`tracking`] keeps each
+//!   client's session-tracking choice; [`threads`] maps connection ids for KILL.
 //! - [`relay`]: which backend packets form a response; relayed as bytes.
 //! - [`backend`]: logging in to the primary as the client's user.
 //! - [`packet`] (framing) and [`proto`] (the few packets baton reads or writes).
@@ -14,6 +16,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod command;
 pub mod context;
 pub mod error;
 pub mod handshake;
@@ -23,7 +26,10 @@ pub mod proto;
 pub mod relay;
 pub mod restore;
 pub mod session;
+pub mod sql;
 pub mod state;
+pub mod threads;
+pub mod tracking;
 pub mod workers;
 
 pub use context::ProxyContext;

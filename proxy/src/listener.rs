@@ -13,12 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::backend::{Backend, Greeted};
 use crate::context::ProxyContext;
 use crate::error::{MysqlError, ProxyError};
 use crate::handshake;
 use crate::packet::PacketIo;
 use crate::proto;
 use crate::session::Session;
+use crate::threads::{Registration, Thread};
 
 /// Shutdown signals and the set of running sessions.
 #[derive(Clone)]
@@ -95,7 +97,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connection
 
 async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, conn_id: u32, close: CancellationToken) {
     let mut io = PacketIo::new(stream);
-    let hello = tokio::time::timeout(ctx.limits().handshake_timeout, handshake::accept(&mut io, &ctx, conn_id, peer)).await;
+    // Greet the primary first: its thread id is the client's connection id.
+    let (greeted, registration) = greet_primary(&ctx, conn_id).await;
+    let client_id = registration.client_id();
+    let hello = tokio::time::timeout(ctx.limits().handshake_timeout, handshake::accept(&mut io, &ctx, client_id, peer)).await;
     let hello = match hello {
         Err(_) => {
             tracing::debug!("handshake timed out");
@@ -112,7 +117,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, con
         }
         Ok(Ok(h)) => h,
     };
-    let session = match Session::establish(ctx, io, peer, hello).await {
+    let session = match Session::establish(ctx, io, peer, hello, greeted, registration).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
@@ -124,5 +129,33 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, con
         Ok(()) => tracing::debug!("session ended"),
         Err(ProxyError::Io(e)) => tracing::debug!(error = %e, "client gone"),
         Err(e) => tracing::info!(error = %e, "session closed"),
+    }
+}
+
+/// Open a connection to the greeting cluster's primary and read its greeting
+/// (with its term), and claim its thread id as the client's connection id. When
+/// the id is taken (a live session's id from another server) a new connection
+/// is tried; when no primary answers, baton's own counter serves as the id and
+/// the session connects after the client logged in (and reports the error then).
+async fn greet_primary(ctx: &ProxyContext, fallback_id: u32) -> (Option<(Greeted, u64)>, Registration) {
+    const ATTEMPTS: usize = 3;
+    if let Some((addr, term)) = ctx.primary_of(&ctx.greeting_cluster) {
+        let timeout = ctx.limits().backend_connect_timeout;
+        for _ in 0..ATTEMPTS {
+            let Ok(g) = Backend::greet(&addr, timeout).await else { break };
+            let thread = Thread { addr: addr.clone(), id: g.connection_id() };
+            if let Some(r) = ctx.threads.register(g.connection_id(), thread) {
+                return (Some((g, term)), r);
+            }
+        }
+    }
+    // baton's counter is far below thread ids only when the server restarted;
+    // step past any live id.
+    let mut id = fallback_id;
+    loop {
+        if let Some(r) = ctx.threads.register(id, Thread { addr: String::new(), id: 0 }) {
+            return (None, r);
+        }
+        id = ctx.next_connection_id();
     }
 }

@@ -94,6 +94,8 @@ pub const SERVER_STATUS_IN_TRANS: u16 = StatusFlags::SERVER_STATUS_IN_TRANS.bits
 pub const SERVER_STATUS_AUTOCOMMIT: u16 = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
 pub const SERVER_MORE_RESULTS_EXISTS: u16 = StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits();
 pub const SERVER_SESSION_STATE_CHANGED: u16 = StatusFlags::SERVER_SESSION_STATE_CHANGED.bits();
+pub const SERVER_STATUS_CURSOR_EXISTS: u16 = StatusFlags::SERVER_STATUS_CURSOR_EXISTS.bits();
+pub const SERVER_STATUS_LAST_ROW_SENT: u16 = StatusFlags::SERVER_STATUS_LAST_ROW_SENT.bits();
 
 /// An ERR packet payload for `e`.
 pub fn err_payload(e: &MysqlError) -> Vec<u8> {
@@ -228,6 +230,28 @@ pub fn ok_without_session_track(header: u8, ok: &OkInfo<'_>) -> Vec<u8> {
     if !ok.info.is_empty() {
         put_lenenc(&mut buf, ok.info.len() as u64);
         buf.put_slice(ok.info);
+    }
+    buf
+}
+
+/// Re-encode an OK packet for a client with CLIENT_SESSION_TRACK, with
+/// `state` as its session-state information (the flag cleared when empty). The
+/// info field is written when there is info or state, as the server does.
+pub fn ok_with_session_state(header: u8, ok: &OkInfo<'_>, state: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16 + ok.info.len() + state.len());
+    buf.put_u8(header);
+    put_lenenc(&mut buf, ok.affected_rows);
+    put_lenenc(&mut buf, ok.last_insert_id);
+    let status = if state.is_empty() { ok.status & !SERVER_SESSION_STATE_CHANGED } else { ok.status | SERVER_SESSION_STATE_CHANGED };
+    buf.put_u16_le(status);
+    buf.put_u16_le(ok.warnings);
+    if !ok.info.is_empty() || !state.is_empty() {
+        put_lenenc(&mut buf, ok.info.len() as u64);
+        buf.put_slice(ok.info);
+    }
+    if !state.is_empty() {
+        put_lenenc(&mut buf, state.len() as u64);
+        buf.put_slice(state);
     }
     buf
 }

@@ -1,14 +1,19 @@
 //! Re-creating a session's state on a new backend session, between transactions:
 //! the schema (at login), every session variable the client changed (from session
-//! tracking), the multi-statements option, and every prepared statement (prepared
-//! again; the client keeps baton's ids). User variables and temporary tables are
-//! not carried over.
+//! tracking; character sets before collations, as `SET NAMES` leaves them), the
+//! multi-statements option, `LAST_INSERT_ID()`, and every prepared statement
+//! (prepared again; the client keeps baton's ids). State that cannot be carried
+//! (named locks, table locks, temporary tables, XA, user variables, open cursors:
+//! [`crate::sql::Pins`]) is never restored: such a session is ended instead.
 
 use crate::backend::Backend;
 use crate::state::SessionState;
 
 /// Variables baton sets itself or that are not session state to restore.
 const SKIP: &[&[u8]] = &[b"last_gtid", b"session_track_system_variables", b"session_track_schema"];
+
+/// Variables whose empty tracked value means NULL (`SET character_set_results = NULL`).
+const NULLABLE: &[&[u8]] = &[b"character_set_results"];
 
 /// Quote a tracked value for `SET SESSION name = value`: numbers bare, anything
 /// else as a string literal.
@@ -30,33 +35,39 @@ fn valid_name(name: &[u8]) -> bool {
 
 /// The `SET SESSION` assignments restoring `state`'s variables.
 pub fn assignments(state: &SessionState) -> Vec<String> {
-    state
-        .variables
-        .iter()
-        .filter(|(n, _)| valid_name(n) && !SKIP.contains(&n.as_slice()))
-        .map(|(n, v)| format!("{} = {}", String::from_utf8_lossy(n), literal(v)))
+    let mut vars: Vec<(&Vec<u8>, &Vec<u8>)> =
+        state.variables.iter().filter(|(n, _)| valid_name(n) && !SKIP.contains(&n.as_slice())).collect();
+    // A character set resets its collation: collations last.
+    vars.sort_by_key(|(n, _)| (n.starts_with(b"collation_"), n.to_vec()));
+    vars.into_iter()
+        .map(|(n, v)| {
+            let value = if v.is_empty() && NULLABLE.contains(&n.as_slice()) { "NULL".to_string() } else { literal(v) };
+            format!("{} = {}", String::from_utf8_lossy(n), value)
+        })
         .collect()
 }
 
-/// Restore `state` on `backend`. Returns the problems met (restoration goes on
-/// past each one; a statement that cannot be prepared again is dropped, so its
-/// next use gets ERR 1243).
-pub async fn restore(backend: &mut Backend, state: &mut SessionState, deprecate_eof: bool) -> Vec<String> {
-    let mut problems = Vec::new();
+/// Restore `state` on `backend`. Err names what could not be restored (the
+/// session must not go on without it). A prepared statement that cannot be
+/// prepared again (its table is gone) is dropped, as the server would have
+/// dropped it: its next use gets ERR 1243.
+pub async fn restore(backend: &mut Backend, state: &mut SessionState, deprecate_eof: bool) -> Result<(), String> {
     let sets = assignments(state);
     if !sets.is_empty() && backend.simple_command(&format!("SET SESSION {}", sets.join(", "))).await.is_err() {
         for a in &sets {
-            if let Err(e) = backend.simple_command(&format!("SET SESSION {a}")).await {
-                problems.push(format!("{a}: {e}"));
-            }
+            backend.simple_command(&format!("SET SESSION {a}")).await.map_err(|e| format!("{a}: {e}"))?;
         }
+    }
+    if state.last_insert_id != 0 {
+        let sql = format!("DO LAST_INSERT_ID({})", state.last_insert_id);
+        backend.simple_command(&sql).await.map_err(|e| format!("LAST_INSERT_ID: {e}"))?;
     }
     if let Some(on) = state.multi_statements {
-        if let Err(e) = backend.set_option(on).await {
-            problems.push(format!("multi-statements option: {e}"));
-        }
+        backend.set_option(on).await.map_err(|e| format!("multi-statements option: {e}"))?;
     }
-    let ids: Vec<u32> = state.statements.keys().copied().collect();
+    // The one prepared last goes last, so the server's own "last prepared" agrees.
+    let mut ids: Vec<u32> = state.statements.keys().copied().filter(|id| Some(*id) != state.last_prepared).collect();
+    ids.extend(state.last_prepared.filter(|id| state.statements.contains_key(id)));
     for id in ids {
         let sql = state.statements[&id].sql.clone();
         match backend.prepare(&sql, deprecate_eof).await {
@@ -65,13 +76,14 @@ pub async fn restore(backend: &mut Backend, state: &mut SessionState, deprecate_
                     s.backend_id = new_id;
                 }
             }
-            Err(e) => {
-                problems.push(format!("statement {id}: {e}"));
+            Err(crate::backend::BackendError::Refused(e)) => {
+                tracing::info!(id, error = ?crate::proto::parse_err(&e), "prepared statement dropped: it cannot be prepared on the new backend");
                 state.statements.remove(&id);
             }
+            Err(e) => return Err(format!("statement {id}: {e}")),
         }
     }
-    problems
+    Ok(())
 }
 
 #[cfg(test)]

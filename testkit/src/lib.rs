@@ -157,9 +157,15 @@ impl Cluster {
         run(Command::new("chmod").arg("755").arg(&dir))?;
         check_reachable_by_mysql(&dir)?;
         let base = dir.join("base");
+        // Its own tmpdir: two clusters initialising at once in /tmp collide on
+        // "#sql-temptable-*" files ("Could not remove temporary table").
+        let tmpdir = dir.join("tmp");
+        std::fs::create_dir_all(&tmpdir)?;
+        run(Command::new("chown").arg("mysql:mysql").arg(&tmpdir))?;
         run(Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", base.display()))
+            .arg(format!("--tmpdir={}", tmpdir.display()))
             .args(["--user=mysql", "--auth-root-authentication-method=socket", "--skip-test-db"]))?;
         let mut children = Vec::new();
         let mut servers = Vec::new();

@@ -1,0 +1,112 @@
+//! COM_CHANGE_USER: authenticate the new user against baton's users, then change
+//! the backend session to that user with COM_CHANGE_USER of its own (the thread
+//! id, what `CONNECTION_ID()` returns, stays the same, as on the server), or log
+//! in afresh when the user belongs to another cluster or the backend is gone.
+//! The collation is the packet's two-byte field (ids over 255 exist: 608 is
+//! utf8mb4_croatian_ci). Never a silent OK.
+
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::packets::AuthSwitchRequest;
+use mysql_common::proto::MySerialize;
+
+use super::{route, Session};
+use crate::auth::{self, NATIVE_PLUGIN};
+use crate::backend::Login;
+use crate::error::{MysqlError, ProxyError, Result};
+use crate::proto;
+use crate::state::SessionState;
+use crate::threads::Thread;
+
+impl Session {
+    pub(super) async fn change_user(&mut self, payload: &[u8]) -> Result<()> {
+        let malformed = || ProxyError::Fatal(MysqlError::malformed_packet("COM_CHANGE_USER"));
+        let mut c = proto::Cursor::new(&payload[1..]);
+        let user = String::from_utf8_lossy(c.null_str().ok_or_else(malformed)?).into_owned();
+        let mut proof = if self.caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+            let n = c.u8().ok_or_else(malformed)?;
+            c.take(n as usize).ok_or_else(malformed)?.to_vec()
+        } else {
+            c.null_str().ok_or_else(malformed)?.to_vec()
+        };
+        let db = c.null_str().unwrap_or_default().to_vec();
+        let collation = c.u16().filter(|&c| c != 0).unwrap_or(self.collation);
+        let plugin = if self.caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) { c.null_str() } else { None };
+        let mut seq = self.reply_seq;
+        if plugin.is_some_and(|p| !p.is_empty() && p != NATIVE_PLUGIN) {
+            let mut data = self.nonce.to_vec();
+            data.push(0);
+            let mut sw = Vec::new();
+            AuthSwitchRequest::new(NATIVE_PLUGIN, data).serialize(&mut sw);
+            self.client.send(seq, &sw).await?;
+            let (s, _, reply) = self.client.read_logical(64 * 1024).await?;
+            proof = reply.to_vec();
+            seq = s.wrapping_add(1);
+        }
+        let denied = MysqlError::access_denied(&user, &self.peer.ip().to_string(), !proof.is_empty());
+        let verified = self.ctx.users().get(&user).cloned().and_then(|entry| auth::verify(&entry.hash, &self.nonce, &proof).map(|s1| (entry, s1)));
+        let Some((entry, stage1)) = verified else {
+            self.client.send(seq, &proto::err_payload(&denied)).await?;
+            return Err(ProxyError::Io(std::io::ErrorKind::PermissionDenied.into()));
+        };
+        let Some(cluster) = self.ctx.clusters.get(&entry.cluster).cloned() else {
+            let e = MysqlError::backend_unavailable(&entry.cluster, "?", "unknown cluster");
+            self.client.send(seq, &proto::err_payload(&e)).await?;
+            return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
+        };
+        let admission = match cluster.gate.admit().await {
+            Ok(a) => a,
+            Err(e) => {
+                self.client.send(seq, &proto::err_payload(&MysqlError::from_gate(e, &cluster.name))).await?;
+                return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
+            }
+        };
+        let db = (!db.is_empty()).then_some(db);
+        let login = Login { user: &user, stage1: &stage1, db: db.as_deref(), collation, client_caps: self.caps, client_ext_caps: self.ext_caps };
+        // The same backend session when it is on this cluster's primary now.
+        let same_primary = cluster.name == self.cluster.name
+            && self.backend.as_ref().is_some_and(|b| !b.is_stale())
+            && self.ctx.primary_of(&cluster.name).is_some_and(|(p, t)| t == self.backend_term && self.backend.as_ref().is_some_and(|b| b.addr == p));
+        let result = if same_primary {
+            let b = self.backend.as_mut().expect("checked");
+            match b.change_user(&login).await {
+                Ok(()) => Ok(None),
+                Err(crate::backend::BackendError::Refused(raw)) => Err(super::MysqlErrorOrRaw::Raw(raw)),
+                Err(other) => {
+                    self.backend = None;
+                    Err(super::MysqlErrorOrRaw::Mysql(MysqlError::backend_lost(&other.to_string())))
+                }
+            }
+        } else {
+            route::connect_primary(&self.ctx, &cluster.name, &login, self.registration.client_id()).await.map(Some)
+        };
+        match result {
+            Ok(fresh) => {
+                drop(admission);
+                if let Some((backend, term)) = fresh {
+                    if let Some(old) = self.backend.replace(backend) {
+                        old.quit().await;
+                    }
+                    self.backend_term = term;
+                }
+                let b = self.backend.as_ref().expect("connected");
+                self.registration.moved(Thread { addr: b.addr.clone(), id: b.connection_id });
+                self.max_packet = b.defaults.max_allowed_packet.min(self.ctx.limits().max_allowed_packet);
+                self.user = user;
+                self.stage1 = stage1;
+                self.collation = collation;
+                self.cluster = cluster;
+                self.state = SessionState::new(db);
+                self.state.tracking = b.defaults.tracking.clone();
+                self.pin = None;
+                self.long_data_pending = false;
+                self.long_data_error = None;
+                self.client.send(seq, &proto::ok_payload(0, proto::SERVER_STATUS_AUTOCOMMIT)).await?;
+                Ok(())
+            }
+            Err(e) => {
+                self.client.send(seq, &e.payload()).await?;
+                Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Relaying a response to the client, packet by packet, and learning from it:
+//! status flags, session state (variables, schema, `last_gtid`, the insert id),
+//! and the client's own session-tracking choice, which decides what of each OK
+//! packet's session state the client receives ([`crate::tracking`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mysql_common::constants::CapabilityFlags;
+
+use super::route::{is_read_only, Relayed};
+use super::Session;
+use crate::error::{ProxyError, Result};
+use crate::proto::{self, StateChange};
+use crate::relay::{Class, Expect, Scanner};
+use crate::tracking::{TRACK_SCHEMA, TRACK_VARIABLES};
+
+/// Flush relayed bytes to the client once this many are queued.
+const FLUSH_AT: usize = 64 * 1024;
+
+impl Session {
+    pub(super) async fn relay(&mut self, expect: Expect) -> Result<Relayed> {
+        let mut scanner = Scanner::new(expect, self.deprecate_eof());
+        let mut last_ok = false;
+        let mut first = true;
+        let term = self.backend_term;
+        loop {
+            let backend = self.backend.as_mut().expect("ensured");
+            let pkt = if backend.io.has_buffered_packet() {
+                backend.read_raw().await?
+            } else {
+                let (topo, name) = (&mut self.topo_rx, &self.cluster.name);
+                tokio::select! {
+                    r = backend.read_raw() => r?,
+                    _ = replaced(topo, name, term) => {
+                        return Err(ProxyError::BackendLost("the primary was replaced while the command ran".into()));
+                    }
+                }
+            };
+            let class = scanner.feed(&pkt);
+            if first && class == Class::Err && proto::parse_err(pkt.payload()).is_some_and(|e| is_read_only(&e)) {
+                return Ok(Relayed::ReadOnly(Bytes::copy_from_slice(pkt.payload())));
+            }
+            first = false;
+            self.relayed_any = true;
+            match class {
+                Class::Data => self.client.queue_raw(&pkt.bytes),
+                Class::Ok { header, status } => {
+                    self.state.status = status;
+                    last_ok = true;
+                    self.relay_ok(header, &pkt.bytes);
+                }
+                Class::Eof { status } => {
+                    self.state.status = status;
+                    last_ok = true;
+                    self.client.queue_raw(&pkt.bytes);
+                }
+                Class::Err => {
+                    last_ok = false;
+                    self.client.queue_raw(&pkt.bytes);
+                }
+                Class::PrepareOk { backend_id } => {
+                    let sql = self.pending_prepare.take().unwrap_or_default();
+                    let id = self.state.add_statement(backend_id, sql);
+                    let mut bytes = pkt.bytes.to_vec();
+                    bytes[5..9].copy_from_slice(&id.to_le_bytes());
+                    self.client.queue_raw(&bytes);
+                    last_ok = true;
+                }
+                Class::LocalInfile => {
+                    self.client.queue_raw(&pkt.bytes);
+                    self.client.flush().await?;
+                    self.relay_local_infile().await?;
+                }
+            }
+            if scanner.done() {
+                break;
+            }
+            if !self.backend.as_ref().expect("ensured").io.has_buffered_packet() || self.client.queued() >= FLUSH_AT {
+                self.client.flush().await?;
+            }
+        }
+        self.client.flush().await?;
+        Ok(Relayed::Done(last_ok))
+    }
+
+    /// Track what an OK packet says, and relay it in the form the client expects.
+    fn relay_ok(&mut self, header: u8, bytes: &[u8]) {
+        let payload = &bytes[4..];
+        let Some(ok) = proto::parse_ok(payload) else {
+            self.client.queue_raw(bytes);
+            return;
+        };
+        if ok.last_insert_id != 0 {
+            self.state.last_insert_id = ok.last_insert_id;
+        }
+        for change in proto::session_changes(ok.session_state) {
+            match change {
+                StateChange::SystemVariable { name, value } => {
+                    if name == b"last_gtid" {
+                        if !value.is_empty() {
+                            self.cluster.acked.record(value);
+                        }
+                    } else if name.eq_ignore_ascii_case(TRACK_VARIABLES) {
+                        self.state.tracking.set_variables(value);
+                        self.reassert_tracking = true;
+                    } else if name.eq_ignore_ascii_case(TRACK_SCHEMA) {
+                        self.state.tracking.set_schema(value);
+                        self.reassert_tracking = true;
+                    } else {
+                        self.state.variables.insert(name.to_vec(), value.to_vec());
+                    }
+                }
+                StateChange::Schema(s) => self.state.schema = Some(s.to_vec()),
+                StateChange::Other => {}
+            }
+        }
+        if !self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
+            let plain = proto::ok_without_session_track(header, &ok);
+            self.client.queue(bytes[3], &plain);
+            return;
+        }
+        match self.state.tracking.filter(ok.session_state) {
+            Cow::Borrowed(_) => self.client.queue_raw(bytes),
+            Cow::Owned(state) => {
+                let p = proto::ok_with_session_state(header, &ok, &state);
+                self.client.queue(bytes[3], &p);
+            }
+        }
+    }
+
+    /// LOCAL INFILE: relay the client's file packets up to the empty one.
+    async fn relay_local_infile(&mut self) -> Result<()> {
+        loop {
+            let pkt = self.client.read_raw().await?;
+            let b = self.backend.as_mut().expect("ensured");
+            b.io.queue_raw(&pkt.bytes);
+            if b.io.queued() >= FLUSH_AT || pkt.payload_len() == 0 {
+                b.io.flush().await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+            }
+            if pkt.payload_len() == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Resolves once the topology names a primary at a term other than `term`.
+async fn replaced(rx: &mut tokio::sync::watch::Receiver<Arc<baton_control::Topology>>, cluster: &str, term: u64) {
+    loop {
+        if rx.borrow_and_update().cluster(cluster).is_some_and(|r| r.term != term) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

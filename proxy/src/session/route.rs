@@ -1,0 +1,498 @@
+//! Taking a command to the primary: pass the cluster's gate (unless inside a
+//! transaction), make sure the backend session is on the primary the topology
+//! names now (moving it there with its state, between transactions), send, and
+//! decide what a client gets when the backend fails.
+//!
+//! Outcomes, from what the server reported and where the failure happened:
+//! - the backend was closed by its server while idle (`wait_timeout`, `KILL`):
+//!   as on the server, the client's connection is closed;
+//! - the command never reached a server: held and sent again (outside a
+//!   transaction) or 9101 (inside one: it was rolled back);
+//! - it reached a live server and no answer came: 9105 outside a transaction;
+//!   inside one, 9105 if the text can end a transaction, else 9101;
+//! - the first answer is the read-only ERR 1290 and the text proves nothing ran
+//!   (not CALL, EXECUTE or a compound statement): held and sent again;
+//! - the session holds state that cannot move (named locks, ...) and its backend
+//!   must change: 9106, connection closed.
+//!
+//! A session's own lost backend starts a buffering episode only if a fresh
+//! probe of the primary fails too.
+
+use std::borrow::Cow;
+use std::task::{Context, Poll};
+
+use baton_control::gate::{Admission, Phase};
+use baton_control::metrics::BackendErrorClass;
+use bytes::Bytes;
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
+
+use super::{MysqlErrorOrRaw, Session};
+use crate::backend::{Backend, Login};
+use crate::command::Command;
+use crate::context::ProxyContext;
+use crate::error::{MysqlError, ProxyError, Result};
+use crate::packet::PacketIo;
+use crate::proto::{self, cmd};
+use crate::relay::Expect;
+use crate::threads::Thread;
+
+/// ER_OPTION_PREVENTS_STATEMENT: the server is read-only.
+const ER_READ_ONLY: u16 = 1290;
+/// How many times one command is held again after the primary refused it as read-only.
+const READ_ONLY_RETRIES: usize = 3;
+/// Attempts to get a backend thread id that is not another session's client id.
+const ID_ATTEMPTS: usize = 3;
+
+/// ERR 1290 ("running with the %s option") because of `--read-only`, not another
+/// option (e.g. `--secure-file-priv`, which is the application's error to see).
+pub(super) fn is_read_only(err: &(u16, String, String)) -> bool {
+    err.0 == ER_READ_ONLY && {
+        let m = err.2.to_ascii_lowercase();
+        m.contains("read-only") || m.contains("read_only")
+    }
+}
+
+/// How a relayed command ended.
+pub(super) enum Relayed {
+    /// The response was relayed; whether its last packet was OK rather than ERR.
+    Done(bool),
+    /// The primary refused the command as read-only (ERR 1290) before anything
+    /// was relayed. The ERR packet, unrelayed.
+    ReadOnly(Bytes),
+}
+
+/// Why the backend could not be made ready.
+enum NotReady {
+    /// No connection to the primary (refused, unreachable): the error for the client.
+    Unavailable(MysqlErrorOrRaw),
+    /// The server closed this session's idle backend: close the client too.
+    ServerClosed,
+    /// The backend must change but the session holds state that cannot move.
+    StateLost(String),
+}
+
+/// Connect a backend session for `login` on the cluster's current primary, with
+/// a thread id that is not another live session's client id (so `KILL <id>`
+/// stays unambiguous).
+pub(super) async fn connect_primary(
+    ctx: &ProxyContext,
+    cluster: &str,
+    login: &Login<'_>,
+    own_id: u32,
+) -> std::result::Result<(Backend, u64), MysqlErrorOrRaw> {
+    let Some((addr, term)) = ctx.primary_of(cluster) else {
+        return Err(MysqlErrorOrRaw::Mysql(MysqlError::backend_unavailable(cluster, "?", "no primary in the topology")));
+    };
+    let timeout = ctx.limits().backend_connect_timeout;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let greeted = Backend::greet(&addr, timeout).await.map_err(|e| unavailable(cluster, &addr, e))?;
+        let id = greeted.connection_id();
+        if id != own_id && ctx.threads.is_client_id(id) && attempt < ID_ATTEMPTS {
+            continue; // dropped unauthenticated; the next connection gets a new id
+        }
+        let b = greeted.login(login, timeout).await.map_err(|e| unavailable(cluster, &addr, e))?;
+        return Ok((b, term));
+    }
+}
+
+fn unavailable(cluster: &str, addr: &str, e: crate::backend::BackendError) -> MysqlErrorOrRaw {
+    match e {
+        crate::backend::BackendError::Refused(raw) => MysqlErrorOrRaw::Raw(raw),
+        other => MysqlErrorOrRaw::Mysql(MysqlError::backend_unavailable(cluster, addr, &other.to_string())),
+    }
+}
+
+/// Resolves when the client's connection is closed (EOF or error). Pending
+/// forever once the client has sent more bytes (a pipelined command).
+async fn client_gone(io: &PacketIo<TcpStream>) {
+    if io.has_buffered_bytes() {
+        return std::future::pending().await;
+    }
+    let s = io.get_ref();
+    loop {
+        if s.readable().await.is_err() {
+            return;
+        }
+        let mut b = [0u8; 1];
+        match s.peek(&mut b).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => return std::future::pending().await,
+        }
+    }
+}
+
+/// Has the client closed its connection (checked without waiting)?
+fn client_closed_now(io: &PacketIo<TcpStream>) -> bool {
+    if io.has_buffered_bytes() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut b);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    matches!(io.get_ref().poll_peek(&mut cx, &mut buf), Poll::Ready(Ok(0)) | Poll::Ready(Err(_)))
+}
+
+impl Session {
+    /// Pass the gate; while held, a client that hangs up leaves the queue and its
+    /// command is never executed (counted as `client_gone`).
+    async fn admit(&mut self) -> Result<std::result::Result<Admission, MysqlError>> {
+        let held = self.cluster.gate.phase() != Phase::Idle;
+        let r = tokio::select! {
+            r = self.cluster.gate.admit() => r,
+            _ = client_gone(&self.client) => {
+                return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
+            }
+        };
+        match r {
+            Ok(a) => {
+                if held && client_closed_now(&self.client) {
+                    self.cluster.gate.counters.evicted_client_gone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
+                }
+                Ok(Ok(a))
+            }
+            Err(e) => Ok(Err(MysqlError::from_gate(e, &self.cluster.name))),
+        }
+    }
+
+    /// Answer the current command with an error, unless it is one that has no
+    /// response (COM_STMT_SEND_LONG_DATA: kept for its COM_STMT_EXECUTE).
+    async fn answer_error(&mut self, command: &Command, e: MysqlErrorOrRaw) -> Result<()> {
+        if matches!(command, Command::LongData { .. }) {
+            self.long_data_error = Some(e);
+            return Ok(());
+        }
+        self.client.send(self.reply_seq, &e.payload()).await?;
+        Ok(())
+    }
+
+    /// The analysis of the SQL the command runs (COM_QUERY's text, or a prepared
+    /// statement's), if it has one.
+    fn analysis<'a>(&'a self, command: &'a Command) -> Option<&'a crate::sql::Analysis> {
+        match command {
+            Command::Query(a) => Some(a),
+            Command::Execute { id, .. } => self.state.statement(*id).map(|(_, s)| &s.analysis),
+            _ => None,
+        }
+    }
+
+    /// Run a command that goes to the primary: gate, backend, send, relay, bookkeeping.
+    pub(super) async fn route(&mut self, payload: Bytes, command: Command) -> Result<()> {
+        let mut read_only_retries = 0;
+        loop {
+            let pinned = self.pin.is_some();
+            let admission = if pinned {
+                None
+            } else {
+                match self.admit().await? {
+                    Ok(a) => Some(a),
+                    Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
+                }
+            };
+            if pinned {
+                if self.backend.as_ref().is_none_or(|b| b.is_stale()) {
+                    if self.cluster.gate.episode() == self.checked_episode && self.backend.is_some() {
+                        // Closed by its server (KILL, wait_timeout), not by a reparent.
+                        return Err(server_closed());
+                    }
+                    // Revoked or lost before this command reached it: rolled back.
+                    return self.lose_transaction(&command, false).await;
+                }
+            } else {
+                match self.ensure_backend().await {
+                    Ok(()) => {}
+                    Err(NotReady::ServerClosed) => return Err(server_closed()),
+                    Err(NotReady::StateLost(what)) => {
+                        return Err(ProxyError::Fatal(MysqlError::session_state_lost(&what)));
+                    }
+                    Err(NotReady::Unavailable(e)) => {
+                        drop(admission);
+                        self.ctx.metrics.backend_error(BackendErrorClass::Connect);
+                        if read_only_retries < READ_ONLY_RETRIES && self.begin_reactive("primary unreachable") {
+                            read_only_retries += 1;
+                            continue;
+                        }
+                        return self.answer_error(&command, e).await;
+                    }
+                }
+            }
+            let to_send = match self.translate(&payload, &command) {
+                Ok(p) => p,
+                Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
+            };
+            let result = self.execute(&to_send, &command).await;
+            drop(to_send);
+            match result {
+                Ok(Relayed::Done(_)) => {}
+                Ok(Relayed::ReadOnly(_)) if pinned => {
+                    // Inside a transaction on a revoked primary (announced or not: a
+                    // proxy cut off from the announcement learns it here): end it with
+                    // one documented error (dropping the backend rolls it back), and
+                    // hold what comes next until a primary is established.
+                    self.ctx.metrics.backend_error(BackendErrorClass::ReadOnly);
+                    if self.cluster.gate.phase() == Phase::Idle {
+                        self.begin_reactive("primary is read-only (1290) inside a transaction");
+                    }
+                    self.backend = None;
+                    return self.lose_transaction(&command, false).await;
+                }
+                Ok(Relayed::ReadOnly(err)) => {
+                    drop(admission);
+                    self.ctx.metrics.backend_error(BackendErrorClass::ReadOnly);
+                    let unexecuted = self.analysis(&command).is_none_or(|a| a.refusal_proves_unexecuted);
+                    if unexecuted && read_only_retries < READ_ONLY_RETRIES && self.begin_reactive("primary is read-only (1290)") {
+                        read_only_retries += 1;
+                        continue;
+                    }
+                    if !unexecuted {
+                        // A CALL or compound statement may have run statements
+                        // before the refused one: the server's error, as it is.
+                        self.begin_reactive("primary is read-only (1290)");
+                    }
+                    self.client.send(self.reply_seq, &err).await?;
+                    return Ok(());
+                }
+                Err(ProxyError::BackendLost(why)) if !self.relayed_any => {
+                    self.backend = None;
+                    self.ctx.metrics.backend_error(BackendErrorClass::Lost);
+                    if pinned {
+                        let may_commit = self.sent && self.analysis(&command).is_none_or(|a| a.may_end_transaction);
+                        return self.lose_transaction(&command, may_commit).await;
+                    }
+                    let primary_down = !self.probe_primary().await;
+                    if primary_down {
+                        self.begin_reactive("connection to the primary lost, and a fresh probe failed");
+                    }
+                    if !self.sent && primary_down && read_only_retries < READ_ONLY_RETRIES {
+                        // Never reached a server: safe to hold and send again.
+                        drop(admission);
+                        read_only_retries += 1;
+                        continue;
+                    }
+                    if !self.sent {
+                        return Err(server_closed());
+                    }
+                    // It reached a live server and no answer came: it may have run.
+                    tracing::info!(%why, "backend lost during a command outside a transaction");
+                    return self.answer_error(&command, MysqlErrorOrRaw::Mysql(MysqlError::statement_unknown(&why))).await;
+                }
+                Err(e) => return Err(e),
+            }
+            let keep = self.state.in_transaction() || self.long_data_pending;
+            match admission {
+                Some(mut a) if keep => {
+                    a.finish_drain();
+                    self.pin = Some(a);
+                }
+                Some(_) => {}
+                None if !keep => self.pin = None,
+                None => {}
+            }
+            return Ok(());
+        }
+    }
+
+    /// Can a new connection be opened to the primary the topology names (TCP and
+    /// greeting, within the backend connect timeout)?
+    async fn probe_primary(&self) -> bool {
+        let Some((addr, _)) = self.ctx.primary_of(&self.cluster.name) else { return false };
+        Backend::greet(&addr, self.ctx.limits().backend_connect_timeout).await.is_ok()
+    }
+
+    /// End the client's transaction after its backend was lost or revoked:
+    /// 9105 if the command may have committed it, else 9101 (rolled back).
+    async fn lose_transaction(&mut self, command: &Command, may_commit: bool) -> Result<()> {
+        self.backend = None;
+        self.pin = None;
+        self.long_data_pending = false;
+        self.state.status &= !proto::SERVER_STATUS_IN_TRANS;
+        let e = if may_commit { MysqlError::commit_unknown() } else { MysqlError::transaction_lost() };
+        tracing::info!(error = %e, "transaction ended");
+        self.answer_error(command, MysqlErrorOrRaw::Mysql(e)).await
+    }
+
+    /// Start reactive buffering (no reparent was announced, but the primary failed
+    /// us). False when the gate declined (a failover ended too recently).
+    fn begin_reactive(&self, reason: &str) -> bool {
+        let Some((primary, term)) = self.ctx.primary_of(&self.cluster.name) else { return false };
+        self.cluster.gate.begin(term, &primary, reason, false).is_some()
+    }
+
+    /// Make sure the backend session is alive and on the primary the topology names
+    /// now; otherwise log in there and restore the session's state.
+    async fn ensure_backend(&mut self) -> std::result::Result<(), NotReady> {
+        let episode = self.cluster.gate.episode();
+        if let Some(b) = &self.backend {
+            let same = {
+                let topo = self.ctx.topology.borrow();
+                topo.cluster(&self.cluster.name).is_some_and(|r| r.term == self.backend_term && r.primary == b.addr)
+            };
+            if same {
+                if !b.is_stale() {
+                    self.checked_episode = episode;
+                    return Ok(());
+                }
+                if episode == self.checked_episode {
+                    // No reparent or failover since it was last fine: its server closed it.
+                    return Err(NotReady::ServerClosed);
+                }
+            }
+        }
+        let pins = self.state.pins();
+        if !pins.is_empty() {
+            return Err(NotReady::StateLost(pins.describe()));
+        }
+        self.checked_episode = episode;
+        self.backend = None;
+        let db = self.state.schema.clone();
+        let mut login = Login {
+            user: &self.user,
+            stage1: &self.stage1,
+            db: db.as_deref(),
+            collation: self.collation,
+            client_caps: self.caps,
+            client_ext_caps: self.ext_caps,
+        };
+        let own = self.registration.client_id();
+        let (mut backend, term) = match connect_primary(&self.ctx, &self.cluster.name, &login, own).await {
+            Ok(b) => b,
+            // The schema may be gone on the new primary: log in without it.
+            Err(MysqlErrorOrRaw::Raw(_)) if db.is_some() => {
+                login.db = None;
+                connect_primary(&self.ctx, &self.cluster.name, &login, own).await.map_err(NotReady::Unavailable)?
+            }
+            Err(e) => return Err(NotReady::Unavailable(e)),
+        };
+        let deprecate_eof = self.deprecate_eof();
+        if let Err(what) = crate::restore::restore(&mut backend, &mut self.state, deprecate_eof).await {
+            tracing::warn!(%what, "session state could not be restored on the new backend");
+            return Err(NotReady::StateLost(what));
+        }
+        tracing::debug!(addr = %backend.addr, term, "session moved to the primary");
+        self.registration.moved(Thread { addr: backend.addr.clone(), id: backend.connection_id });
+        self.max_packet = backend.defaults.max_allowed_packet.min(self.ctx.limits().max_allowed_packet);
+        self.backend = Some(backend);
+        self.backend_term = term;
+        Ok(())
+    }
+
+    /// The bytes to send for this command: statement ids mapped to the backend's,
+    /// a KILL's connection id translated to the thread it names now.
+    fn translate<'a>(&self, payload: &'a Bytes, command: &Command) -> std::result::Result<Cow<'a, [u8]>, MysqlError> {
+        match command {
+            Command::Execute { id, .. } | Command::Fetch { id } | Command::Reset { id } | Command::LongData { id } => {
+                // 0xFFFFFFFF ("prepared last") is mapped too: after a move the
+                // backend's last prepared statement may be another one.
+                let Some((_, s)) = self.state.statement(*id) else {
+                    return Ok(Cow::Borrowed(&payload[..]));
+                };
+                let mut owned = payload.to_vec();
+                owned[1..5].copy_from_slice(&s.backend_id.to_le_bytes());
+                Ok(Cow::Owned(owned))
+            }
+            Command::Query(a) => match &a.kill {
+                Some(k) => self.translate_kill(k).map(|t| match t {
+                    Some(t) => Cow::Owned([&[cmd::QUERY][..], k.prefix.as_bytes(), t.to_string().as_bytes()].concat()),
+                    None => Cow::Borrowed(&payload[..]),
+                }),
+                None => Ok(Cow::Borrowed(&payload[..])),
+            },
+            Command::ProcessKill(id) => self.translate_kill(&crate::sql::Kill { prefix: String::new(), id: u64::from(*id) }).map(|t| match t {
+                Some(t) => {
+                    let mut p = vec![cmd::PROCESS_KILL];
+                    p.extend_from_slice(&t.to_le_bytes());
+                    Cow::Owned(p)
+                }
+                None => Cow::Borrowed(&payload[..]),
+            }),
+            _ => Ok(Cow::Borrowed(&payload[..])),
+        }
+    }
+
+    /// Send the command and relay the response.
+    async fn execute(&mut self, to_send: &[u8], command: &Command) -> Result<Relayed> {
+        self.relayed_any = false;
+        self.sent = false;
+        if let Command::Prepare = command {
+            self.pending_prepare = Some(Bytes::copy_from_slice(&to_send[1..]));
+        }
+        let backend = self.backend.as_mut().expect("ensured");
+        backend.send(0, to_send).await?;
+        self.sent = true;
+        let expect = match command {
+            Command::LongData { .. } => {
+                self.long_data_pending = true;
+                return Ok(Relayed::Done(true));
+            }
+            Command::Query(_) | Command::Execute { .. } => Expect::ResultSet,
+            Command::Prepare => Expect::Prepare,
+            Command::Fetch { .. } | Command::FieldList => Expect::Rows,
+            _ => Expect::Single,
+        };
+        let r = self.relay(expect).await;
+        if self.pending_prepare.take().is_some() && matches!(r, Ok(Relayed::Done(false))) {
+            // A failed prepare: the server's "prepared last" is no statement now.
+            self.state.last_prepared = None;
+        }
+        let r = r?;
+        self.after(command, &r).await?;
+        Ok(r)
+    }
+
+    /// Bookkeeping after a relayed response: pins, cursors, options, tracking.
+    async fn after(&mut self, command: &Command, r: &Relayed) -> Result<()> {
+        let ok = matches!(r, Relayed::Done(true));
+        match command {
+            Command::Query(a) => {
+                self.state.held = self.state.held.union(a.pins).without(a.unpins);
+            }
+            Command::Execute { id, cursor } => {
+                self.long_data_pending = false;
+                let Some((id, s)) = self.state.statement(*id) else { return Ok(()) };
+                let (pins, unpins) = (s.analysis.pins, s.analysis.unpins);
+                self.state.held = self.state.held.union(pins).without(unpins);
+                self.state.cursors.remove(&id);
+                if *cursor && ok && self.state.status & proto::SERVER_STATUS_CURSOR_EXISTS != 0 {
+                    self.state.cursors.insert(id);
+                }
+            }
+            Command::Fetch { id } => {
+                if self.state.status & proto::SERVER_STATUS_LAST_ROW_SENT != 0 || !ok {
+                    if let Some((id, _)) = self.state.statement(*id) {
+                        self.state.cursors.remove(&id);
+                    }
+                }
+            }
+            Command::Reset { id } => {
+                self.long_data_pending = false;
+                if let Some((id, _)) = self.state.statement(*id) {
+                    self.state.cursors.remove(&id);
+                }
+            }
+            Command::SetOption(on) if ok => self.state.multi_statements = Some(*on),
+            Command::ResetConnection if ok => {
+                let tracking = self.backend.as_ref().map(|b| b.defaults.tracking.clone()).unwrap_or_default();
+                self.state.reset();
+                self.state.tracking = tracking;
+                self.long_data_pending = false;
+                self.long_data_error = None;
+                self.reassert_tracking = true;
+            }
+            _ => {}
+        }
+        if std::mem::take(&mut self.reassert_tracking) {
+            let b = self.backend.as_mut().expect("ensured");
+            b.simple_command(crate::backend::SESSION_SETUP_SQL).await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The client's connection ends without a packet, as when the server closes it:
+/// the client library reports 2006/2013 itself.
+fn server_closed() -> ProxyError {
+    ProxyError::Io(std::io::ErrorKind::ConnectionReset.into())
+}
