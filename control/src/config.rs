@@ -68,7 +68,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             handshake_timeout_ms: 10_000,
             backend_connect_timeout_ms: 5_000,
-            max_allowed_packet: 16 * 1024 * 1024,
+            max_allowed_packet: 1 << 30,
             shutdown_grace_ms: 30_000,
             server_version: "5.5.5-10.11.0-MariaDB-baton".into(),
             admin_token: None,

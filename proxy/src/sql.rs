@@ -83,6 +83,9 @@ pub struct Analysis {
     pub unpins: Pins,
     /// A single `KILL <number>`.
     pub kill: Option<Kill>,
+    /// Names `session_track_system_variables` or `session_track_schema`: the
+    /// client may change its tracking (the server does not always report it).
+    pub touches_tracking: bool,
 }
 
 /// Words that never end a transaction, as a statement's first word.
@@ -103,6 +106,7 @@ struct Stmt {
     tokens: usize,
     get_lock: bool,
     user_var: bool,
+    tracking: bool,
     ambiguous: bool,
 }
 
@@ -129,6 +133,7 @@ pub fn analyse(sql: &[u8]) -> Analysis {
         if s.user_var {
             a.pins = a.pins.union(Pins::USER_VARIABLES);
         }
+        a.touches_tracking |= s.tracking;
         match (first, w(1)) {
             ("LOCK", "TABLE" | "TABLES") => a.pins = a.pins.union(Pins::TABLE_LOCK),
             ("FLUSH", _) if s.words.iter().any(|x| x == "LOCK") => a.pins = a.pins.union(Pins::TABLE_LOCK),
@@ -243,6 +248,9 @@ fn lex(sql: &[u8]) -> Vec<Stmt> {
                 }
                 let word = String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase();
                 last_word_get_lock = word == "GET_LOCK";
+                if word == "SESSION_TRACK_SYSTEM_VARIABLES" || word == "SESSION_TRACK_SCHEMA" {
+                    cur.tracking = true;
+                }
                 if cur.words.len() < 8 {
                     cur.words.push(word);
                     cur.offsets.push(start);

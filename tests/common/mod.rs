@@ -96,4 +96,5 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+pub mod raw;
 pub mod reparent;

@@ -448,6 +448,20 @@ impl Session {
         match command {
             Command::Query(a) => {
                 self.state.held = self.state.held.union(a.pins).without(a.unpins);
+                if a.touches_tracking {
+                    // Read what the client set (not reported when its new list
+                    // leaves the variable out), then put baton's back.
+                    let b = self.backend.as_mut().expect("ensured");
+                    let row = b
+                        .query_row("SELECT @@session_track_system_variables, @@session_track_schema")
+                        .await
+                        .map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+                    if let [Some(vars), Some(schema)] = row.as_slice() {
+                        self.state.tracking.set_variables(vars);
+                        self.state.tracking.set_schema(schema);
+                    }
+                    self.reassert_tracking = true;
+                }
             }
             Command::Execute { id, cursor } => {
                 self.long_data_pending = false;
