@@ -4,6 +4,10 @@
 //! one payload, bounded by a size limit (client commands); [`PacketIo::read_raw`]
 //! hands out one physical packet, header included, for relaying unchanged.
 //! Writes are queued into a buffer and sent by [`PacketIo::flush`].
+//!
+//! Both buffers return to [`INITIAL_CAPACITY`] once a packet that grew them past
+//! [`SHRINK_ABOVE`] has been handed out (read) or flushed (write), so an idle session
+//! does not keep the memory of the largest packet it ever moved.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -13,6 +17,14 @@ use crate::error::{MysqlError, ProxyError, Result};
 /// Largest payload of one physical packet; a payload of exactly this size is
 /// continued in the next packet.
 pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
+
+/// Capacity of a new read or write buffer, and what a grown one returns to.
+pub const INITIAL_CAPACITY: usize = 16 * 1024;
+
+/// A buffer whose capacity exceeds this after its large packet is gone is replaced
+/// by a fresh [`INITIAL_CAPACITY`] one. Ordinary traffic (flushes at 64 KiB, small
+/// rows) stays below it, so only large packets pay for a new allocation.
+pub const SHRINK_ABOVE: usize = 256 * 1024;
 
 /// One physical packet, header included.
 #[derive(Debug, Clone)]
@@ -42,11 +54,21 @@ pub struct PacketIo<S> {
     stream: S,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// `rbuf` sits in a large allocation that could not be given up yet (too many
+    /// bytes were buffered behind the large packet); retried at the next packet.
+    /// After `split_to`, `rbuf.capacity()` counts only what is left behind the
+    /// packet handed out, not the allocation it keeps alive.
+    rbuf_grown: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     pub fn new(stream: S) -> Self {
-        PacketIo { stream, rbuf: BytesMut::with_capacity(16 * 1024), wbuf: BytesMut::with_capacity(16 * 1024) }
+        PacketIo {
+            stream,
+            rbuf: BytesMut::with_capacity(INITIAL_CAPACITY),
+            wbuf: BytesMut::with_capacity(INITIAL_CAPACITY),
+            rbuf_grown: false,
+        }
     }
 
     /// The underlying stream.
@@ -66,7 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
 
     async fn fill(&mut self) -> Result<()> {
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(16 * 1024);
+            self.rbuf.reserve(INITIAL_CAPACITY);
         }
         let n = self.stream.read_buf(&mut self.rbuf).await?;
         if n == 0 {
@@ -75,12 +97,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         Ok(())
     }
 
+    /// Hand out the first `n` buffered bytes (one whole packet). If the buffer had
+    /// grown for a large packet, what is left behind it moves to a fresh small buffer,
+    /// so the large allocation is freed once the caller drops the packet. The common
+    /// case costs a flag test and a capacity comparison.
+    fn take(&mut self, n: usize) -> RawPacket {
+        let grown = self.rbuf_grown || self.rbuf.capacity() > SHRINK_ABOVE;
+        let bytes = self.rbuf.split_to(n).freeze();
+        if grown {
+            // Only a small remainder is copied: a large one (a pipelining peer) would
+            // make every small packet behind it pay for a copy of the rest.
+            self.rbuf_grown = self.rbuf.len() > INITIAL_CAPACITY;
+            if !self.rbuf_grown {
+                let mut fresh = BytesMut::with_capacity(INITIAL_CAPACITY);
+                fresh.extend_from_slice(&self.rbuf);
+                self.rbuf = fresh;
+            }
+        }
+        RawPacket { bytes }
+    }
+
     /// Read one physical packet, header included, without interpreting it.
     pub async fn read_raw(&mut self) -> Result<RawPacket> {
         loop {
             if let Some(len) = header_len(&self.rbuf) {
                 if self.rbuf.len() >= 4 + len {
-                    return Ok(RawPacket { bytes: self.rbuf.split_to(4 + len).freeze() });
+                    return Ok(self.take(4 + len));
                 }
                 self.rbuf.reserve(4 + len - self.rbuf.len());
             }
@@ -119,7 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
                     return Err(ProxyError::Fatal(MysqlError::packet_too_large()));
                 }
                 if self.rbuf.len() >= 4 + len {
-                    return Ok(RawPacket { bytes: self.rbuf.split_to(4 + len).freeze() });
+                    return Ok(self.take(4 + len));
                 }
                 self.rbuf.reserve(4 + len - self.rbuf.len());
             }
@@ -155,11 +197,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         self.wbuf.len()
     }
 
-    /// Write everything queued.
+    /// Write everything queued. A buffer grown past [`SHRINK_ABOVE`] is replaced by a
+    /// fresh small one.
     pub async fn flush(&mut self) -> Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+            if self.wbuf.capacity() > SHRINK_ABOVE {
+                self.wbuf = BytesMut::with_capacity(INITIAL_CAPACITY);
+            } else {
+                self.wbuf.clear();
+            }
         }
         Ok(())
     }
@@ -217,6 +264,83 @@ mod tests {
                 Err(ProxyError::Fatal(e)) => assert_eq!(e.code, 1153),
                 other => panic!("{other:?}"),
             }
+        });
+    }
+
+    /// After a 10 MB packet is read and dropped, the read buffer holds no large
+    /// allocation any more: `try_reclaim` cannot find room without allocating (it
+    /// could, in the 10 MB allocation, if the buffer still kept it alive).
+    #[test]
+    fn read_buffer_shrinks_after_a_large_packet() {
+        run(async {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let mut w = PacketIo::new(a);
+            let mut r = PacketIo::new(b);
+            let writer = tokio::spawn(async move {
+                w.queue(0, &vec![7u8; 10_000_000]);
+                w.queue(0, b"next");
+                w.flush().await.unwrap();
+                w
+            });
+            let (_, _, p) = r.read_logical(16 << 20).await.unwrap();
+            assert_eq!(p.len(), 10_000_000);
+            drop(p);
+            assert!(r.rbuf.capacity() <= SHRINK_ABOVE, "capacity {}", r.rbuf.capacity());
+            assert!(!r.rbuf.try_reclaim(SHRINK_ABOVE), "the read buffer still holds the 10 MB allocation");
+            let (_, _, p) = r.read_logical(10).await.unwrap();
+            assert_eq!(&p[..], b"next");
+            writer.await.unwrap();
+        });
+    }
+
+    /// After a 10 MB packet is flushed, the write buffer is back to its small size.
+    #[test]
+    fn write_buffer_shrinks_after_flushing_a_large_packet() {
+        run(async {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let mut w = PacketIo::new(a);
+            let mut r = PacketIo::new(b);
+            let reader = tokio::spawn(async move {
+                let (_, _, big) = r.read_logical(16 << 20).await.unwrap();
+                let (_, _, small) = r.read_logical(10).await.unwrap();
+                (big.len(), small)
+            });
+            w.send(0, &vec![7u8; 10_000_000]).await.unwrap();
+            assert!(w.wbuf.capacity() <= SHRINK_ABOVE, "capacity {}", w.wbuf.capacity());
+            // Small flushes keep the buffer they have.
+            w.send(0, b"small").await.unwrap();
+            assert_eq!(w.wbuf.capacity(), INITIAL_CAPACITY);
+            let (big, small) = reader.await.unwrap();
+            assert_eq!((big, &small[..]), (10_000_000, &b"small"[..]));
+        });
+    }
+
+    /// Many bytes buffered behind the large packet: the large allocation is given up
+    /// at the first packet that leaves only a small remainder, and nothing is lost.
+    #[test]
+    fn read_buffer_shrinks_once_a_pipelined_remainder_drains() {
+        run(async {
+            let (_a, b) = tokio::io::duplex(64);
+            let mut r = PacketIo::new(b);
+            let frame = |seq: u8, payload: &[u8]| {
+                let mut f = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+                f.push(seq);
+                f.extend_from_slice(payload);
+                f
+            };
+            let mut data = frame(0, &vec![1u8; 1 << 20]);
+            for i in 0..100u8 {
+                data.extend(frame(i, &[i; 1000]));
+            }
+            r.rbuf = BytesMut::from(&data[..]);
+            assert_eq!(r.read_raw().await.unwrap().payload_len(), 1 << 20);
+            assert!(r.rbuf_grown, "100 kB behind the packet: the copy waits");
+            for i in 0..100u8 {
+                let p = r.read_raw().await.unwrap();
+                assert_eq!((p.seq(), p.payload()), (i, &[i; 1000][..]));
+            }
+            assert!(!r.rbuf_grown);
+            assert!(!r.rbuf.try_reclaim(SHRINK_ABOVE), "the read buffer still holds the large allocation");
         });
     }
 

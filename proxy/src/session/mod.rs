@@ -97,6 +97,8 @@ pub struct Session {
     sent: bool,
     /// The client changed its session tracking: put baton's back on the backend.
     reassert_tracking: bool,
+    /// A character set changed: read `@@collation_connection` after the response.
+    refresh_collation: bool,
     /// Sequence id for baton's own reply to the current command.
     reply_seq: u8,
     /// The largest command accepted: the backend's `max_allowed_packet`, capped
@@ -184,6 +186,7 @@ impl Session {
             relayed_any: false,
             sent: false,
             reassert_tracking: false,
+            refresh_collation: false,
             reply_seq: 1,
             max_packet,
             registration,

@@ -109,6 +109,11 @@ impl Session {
                         self.state.tracking.set_schema(value);
                         self.reassert_tracking = true;
                     } else {
+                        if name.starts_with(b"character_set_") {
+                            // `SET NAMES ... COLLATE` reports the character sets
+                            // but not collation_connection (MariaDB 10.11): read it.
+                            self.refresh_collation = true;
+                        }
                         self.state.variables.insert(name.to_vec(), value.to_vec());
                     }
                 }

@@ -497,6 +497,13 @@ impl Session {
             }
             _ => {}
         }
+        if std::mem::take(&mut self.refresh_collation) {
+            let b = self.backend.as_mut().expect("ensured");
+            let row = b.query_row("SELECT @@collation_connection").await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+            if let [Some(c)] = row.as_slice() {
+                self.state.variables.insert(b"collation_connection".to_vec(), c.clone());
+            }
+        }
         if std::mem::take(&mut self.reassert_tracking) {
             let b = self.backend.as_mut().expect("ensured");
             b.simple_command(crate::backend::SESSION_SETUP_SQL).await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
