@@ -60,6 +60,8 @@ async fn session_state_across_a_reparent() {
     assert_eq!(got, 1);
     let mut temp = Conn::new(opts(port, db)).await.unwrap();
     temp.query_drop("CREATE TEMPORARY TABLE mv_temp (a INT)").await.unwrap();
+    let mut uvar = Conn::new(opts(port, db)).await.unwrap();
+    uvar.query_drop("SET @mv_x = 5").await.unwrap();
     let mut cursor = Raw::login(port, APP_USER, APP_PASSWORD, db).await;
     let cur = cursor.prepare("SELECT seq FROM seq_1_to_10").await;
     let r = cursor.execute(cur, 1).await;
@@ -86,7 +88,7 @@ async fn session_state_across_a_reparent() {
     let has = |w: &[u8]| bytes.windows(w.len()).any(|x| x == w);
     assert!(has(b"two") && !has(b"one"), "0xFFFFFFFF runs the statement prepared last: {:?}", r.packets);
 
-    for (name, conn) in [("named lock", &mut lock), ("temporary table", &mut temp)] {
+    for (name, conn) in [("named lock", &mut lock), ("temporary table", &mut temp), ("user variable", &mut uvar)] {
         let e = conn.query_drop("SELECT 1").await.expect_err(name);
         assert_eq!(code(&e), Some((9106, "08S01".into())), "{name}: {e}");
         assert!(conn.query_drop("SELECT 1").await.is_err(), "{name}: connection closed");

@@ -83,6 +83,8 @@ pub struct Analysis {
     pub unpins: Pins,
     /// A single `KILL <number>`.
     pub kill: Option<Kill>,
+    /// The user variables (`@name`) the text names, lower case, each once.
+    pub user_variables: Vec<Vec<u8>>,
     /// Names `session_track_system_variables` or `session_track_schema`: the
     /// client may change its tracking (the server does not always report it).
     pub touches_tracking: bool,
@@ -105,7 +107,10 @@ struct Stmt {
     /// A number token right after the first words (for KILL).
     tokens: usize,
     get_lock: bool,
-    user_var: bool,
+    /// `@name` user variables named (lower case: their names ignore case).
+    user_vars: Vec<Vec<u8>>,
+    /// A user variable whose name the lexer cannot be sure of.
+    user_var_unknown: bool,
     tracking: bool,
     ambiguous: bool,
 }
@@ -130,8 +135,13 @@ pub fn analyse(sql: &[u8]) -> Analysis {
         if s.get_lock {
             a.pins = a.pins.union(Pins::NAMED_LOCK);
         }
-        if s.user_var {
+        if s.user_var_unknown {
             a.pins = a.pins.union(Pins::USER_VARIABLES);
+        }
+        for v in &s.user_vars {
+            if !a.user_variables.contains(v) {
+                a.user_variables.push(v.clone());
+            }
         }
         a.touches_tracking |= s.tracking;
         match (first, w(1)) {
@@ -147,6 +157,11 @@ pub fn analyse(sql: &[u8]) -> Analysis {
     }
     if a.multi {
         a.may_end_transaction = true;
+    }
+    if !a.user_variables.is_empty() {
+        // Reading them back after each statement would reset ROW_COUNT(),
+        // FOUND_ROWS() and the warnings the client is about to read: held instead.
+        a.pins = a.pins.union(Pins::USER_VARIABLES);
     }
     if let [s] = stmts.as_slice() {
         a.kill = kill(sql, s);
@@ -233,10 +248,35 @@ fn lex(sql: &[u8]) -> Vec<Stmt> {
                         i += 1;
                     }
                 } else {
-                    if sql.get(i + 1).is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'\'' | b'"' | b'`') || *b >= 0x80) {
-                        cur.user_var = true;
-                    }
                     i += 1;
+                    match sql.get(i) {
+                        Some(b'\'' | b'"' | b'`') => {
+                            let (end, backslash) = skip_quoted(sql, i);
+                            let q = sql[i];
+                            let inner = &sql[i + 1..end.saturating_sub(1).max(i + 1)];
+                            if backslash || end > sql.len() || end < i + 2 {
+                                cur.user_var_unknown = true;
+                            } else {
+                                let doubled = [q, q];
+                                let mut name = Vec::with_capacity(inner.len());
+                                let mut k = 0;
+                                while k < inner.len() {
+                                    name.push(inner[k]);
+                                    k += if inner[k..].starts_with(&doubled) { 2 } else { 1 };
+                                }
+                                cur.user_vars.push(name.to_ascii_lowercase());
+                            }
+                            i = end;
+                        }
+                        Some(&b) if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.') || b >= 0x80 => {
+                            let start = i;
+                            while i < n && (sql[i].is_ascii_alphanumeric() || matches!(sql[i], b'_' | b'$' | b'.') || sql[i] >= 0x80) {
+                                i += 1;
+                            }
+                            cur.user_vars.push(sql[start..i].to_ascii_lowercase());
+                        }
+                        _ => {}
+                    }
                 }
                 cur.tokens += 1;
                 last_word_get_lock = false;
@@ -379,7 +419,10 @@ mod tests {
         assert_eq!(analyse(b"create or replace temporary table t (a int)").pins, Pins::TEMP_TABLE);
         assert_eq!(analyse(b"XA START 'x'").pins, Pins::XA);
         assert_eq!(analyse(b"SET @a = 1").pins, Pins::USER_VARIABLES);
-        assert_eq!(analyse(b"SELECT 1 INTO @`x`").pins, Pins::USER_VARIABLES);
+        assert_eq!(analyse(b"SET @A = 1, @b := 2").user_variables, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(analyse(b"SELECT 1 INTO @`x``y`").user_variables, vec![b"x`y".to_vec()]);
+        assert_eq!(analyse(b"SELECT @'it''s'").user_variables, vec![b"it's".to_vec()]);
+        assert_eq!(analyse(b"SELECT @'a\\b'").pins, Pins::USER_VARIABLES);
         assert_eq!(analyse(b"SELECT @@session.sql_mode, 'a@b'").pins, Pins::NONE);
         assert_eq!(analyse(b"FLUSH TABLES WITH READ LOCK").pins, Pins::TABLE_LOCK);
     }

@@ -109,9 +109,12 @@ impl Session {
                         self.state.tracking.set_schema(value);
                         self.reassert_tracking = true;
                     } else {
-                        if name.starts_with(b"character_set_") {
-                            // `SET NAMES ... COLLATE` reports the character sets
-                            // but not collation_connection (MariaDB 10.11): read it.
+                        if name == b"character_set_connection" {
+                            // A new connection character set resets the collation to
+                            // its default; `SET NAMES ... COLLATE` names another but
+                            // the server does not report collation_connection
+                            // (MariaDB 10.11): read it back after the response.
+                            self.state.variables.remove(b"collation_connection".as_slice());
                             self.refresh_collation = true;
                         }
                         self.state.variables.insert(name.to_vec(), value.to_vec());
