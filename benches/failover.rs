@@ -199,9 +199,10 @@ async fn run(n: usize) {
     for t in tasks {
         t.await.unwrap();
     }
-    let l = log.lock().unwrap();
-    let direct_errors = l.errors.iter().filter(|t| **t >= t0).count();
-    let last_ok = l.acks.iter().filter(|t| **t >= t0).max().copied().unwrap_or(t0);
+    let (direct_errors, last_ok) = {
+        let l = log.lock().unwrap();
+        (l.errors.iter().filter(|t| **t >= t0).count(), l.acks.iter().filter(|t| **t >= t0).max().copied().unwrap_or(t0))
+    };
     let without = t_end - last_ok;
 
     println!("\n## Failover benchmark: {WRITERS} writers (autocommit INSERT), {n} planned reparents\n");
@@ -222,7 +223,6 @@ async fn run(n: usize) {
         without.as_secs_f64(),
         (switched - t0).as_millis()
     );
-    drop(l);
     crash(&cluster, &servers, &to).await;
     drop(cluster);
 }
@@ -269,9 +269,10 @@ async fn crash(cluster: &Cluster, servers: &[String], primary: &str) {
         t.await.unwrap();
     }
     let new_primary = running.store.current().cluster("main").unwrap().primary.clone();
-    let l = log.lock().unwrap();
-    let errors = l.errors.iter().filter(|t| **t >= t0).count();
-    let p = pause(&l.acks, t0, Instant::now());
+    let (errors, p, keys) = {
+        let l = log.lock().unwrap();
+        (l.errors.iter().filter(|t| **t >= t0).count(), pause(&l.acks, t0, Instant::now()), l.keys.clone())
+    };
     let buffered = handle.gate.counters.buffered.load(Ordering::Relaxed);
     let mut c = mysql_async::Conn::new(opts(&new_primary, "admin", "admin")).await.unwrap();
     let present: std::collections::HashSet<(u64, u64)> = c
@@ -280,9 +281,8 @@ async fn crash(cluster: &Cluster, servers: &[String], primary: &str) {
         .unwrap()
         .into_iter()
         .collect();
-    let lost = l.keys.iter().filter(|(w, s)| !present.contains(&(*w as u64, *s))).count();
-    let acked = l.keys.len();
-    drop(l);
+    let lost = keys.iter().filter(|(w, s)| !present.contains(&(*w as u64, *s))).count();
+    let acked = keys.len();
     running.shutdown(Some(Duration::from_millis(200))).await;
 
     // The same crash, clients connected directly to the (new) primary.

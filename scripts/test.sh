@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Style gates first: formatting and lints (rustup components, added when missing).
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 work=$(mktemp -d /tmp/baton-test.XXXXXX)
 chmod 755 "$work"   # mariadbd runs as user mysql and must reach its data dir

@@ -51,16 +51,16 @@ pub(crate) fn error(status: StatusCode, error: &str, detail: impl Into<String>) 
     (status, Json(json!({"error": error, "detail": detail.into()}))).into_response()
 }
 
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = state.reloader.token.read().unwrap_or_else(|p| p.into_inner()).clone();
     let Some(token) = token else {
-        return Err(error(StatusCode::FORBIDDEN, "forbidden", "no admin token is configured ([server] admin_token or BATON_ADMIN_TOKEN); state-changing requests are refused"));
+        return Err(Box::new(error(StatusCode::FORBIDDEN, "forbidden", "no admin token is configured ([server] admin_token or BATON_ADMIN_TOKEN); state-changing requests are refused")));
     };
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        None => Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <token>")),
+        None => Err(Box::new(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <token>"))),
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(error(StatusCode::FORBIDDEN, "forbidden", "wrong admin token")),
+        Some(_) => Err(Box::new(error(StatusCode::FORBIDDEN, "forbidden", "wrong admin token"))),
     }
 }
 
@@ -161,7 +161,7 @@ async fn cluster_status(State(state): State<AdminState>, Path(name): Path<String
 
 async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(r) = authorize(&state, &headers) {
-        return r;
+        return *r;
     }
     let Some(handle) = state.clusters.get(&name).cloned() else {
         return error(StatusCode::NOT_FOUND, "not_found", format!("unknown cluster {name:?}"));
@@ -209,7 +209,7 @@ async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, 
 
 async fn failover(State(state): State<AdminState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&state, &headers) {
-        return r;
+        return *r;
     }
     let Some(handle) = state.clusters.get(&name).cloned() else {
         return error(StatusCode::NOT_FOUND, "not_found", format!("unknown cluster {name:?}"));
@@ -236,7 +236,7 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>, hea
 
 async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&state, &headers) {
-        return r;
+        return *r;
     }
     match state.reloader.reload() {
         Ok(summary) => Json(json!({"reloaded": true, "detail": summary})).into_response(),

@@ -56,7 +56,7 @@ pub fn signal(info: &ClusterInfo, addr: &str, sig: &str) {
 pub async fn restart(info: &ClusterInfo, addr: &str) {
     let i = info.servers.iter().position(|s| s == addr).unwrap();
     let cnf = info.sockets[i].with_file_name("my.cnf");
-    std::process::Command::new("mariadbd")
+    let mut child = std::process::Command::new("mariadbd")
         .arg(format!("--defaults-file={}", cnf.display()))
         .arg("--user=mysql")
         .stdin(std::process::Stdio::null())
@@ -64,6 +64,8 @@ pub async fn restart(info: &ClusterInfo, addr: &str) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Reaped when it exits (a test may SIGKILL it again).
+    std::thread::spawn(move || child.wait());
     let deadline = Instant::now() + Duration::from_secs(60);
     while Conn::new(admin_opts(addr)).await.is_err() {
         assert!(Instant::now() < deadline, "{addr} did not come back");

@@ -32,10 +32,7 @@ impl FileStore {
     /// Open (or create) the store, adding a record (term 1) for every configured
     /// cluster the file does not know yet.
     pub fn open(path: &Path, clusters: &[ClusterConfig]) -> Result<FileStore, ControlError> {
-        let mut topo = match read_file(path)? {
-            Some(t) => t,
-            None => Topology::default(),
-        };
+        let mut topo = read_file(path)?.unwrap_or_default();
         let mut changed = false;
         for c in clusters {
             if !topo.clusters.contains_key(&c.name) {

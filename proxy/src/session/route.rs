@@ -111,16 +111,10 @@ async fn client_gone(io: &PacketIo<TcpStream>) {
     if io.has_buffered_bytes() {
         return std::future::pending().await;
     }
-    let s = io.get_ref();
-    loop {
-        if s.readable().await.is_err() {
-            return;
-        }
-        let mut b = [0u8; 1];
-        match s.peek(&mut b).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => return std::future::pending().await,
-        }
+    let mut b = [0u8; 1];
+    match io.get_ref().peek(&mut b).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
@@ -473,11 +467,9 @@ impl Session {
                     self.state.cursors.insert(id);
                 }
             }
-            Command::Fetch { id } => {
-                if self.state.status & proto::SERVER_STATUS_LAST_ROW_SENT != 0 || !ok {
-                    if let Some((id, _)) = self.state.statement(*id) {
-                        self.state.cursors.remove(&id);
-                    }
+            Command::Fetch { id } if self.state.status & proto::SERVER_STATUS_LAST_ROW_SENT != 0 || !ok => {
+                if let Some((id, _)) = self.state.statement(*id) {
+                    self.state.cursors.remove(&id);
                 }
             }
             Command::Reset { id } => {
