@@ -164,7 +164,8 @@ async fn run(n: usize) {
         let t0 = Instant::now();
         let report = post(running.admin_addr, "/api/v1/clusters/main/reparent", "bench", &format!("{{\"to\":\"{to}\"}}")).await;
         let t1 = Instant::now();
-        let steps: Vec<String> = report["steps"].as_array().into_iter().flatten().map(|s| format!("{}={}", s["step"].as_str().unwrap_or("?"), s["ms"])).collect();
+        let steps: Vec<String> =
+            report["steps"].as_array().into_iter().flatten().map(|s| format!("{}={}", s["step"].as_str().unwrap_or("?"), s["ms"])).collect();
         eprintln!("reparent {}: {}", i + 1, steps.join(" "));
         let drain = tokio::time::timeout(Duration::from_secs(5), watcher).await.ok().and_then(|r| r.ok()).unwrap_or_default();
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -172,7 +173,17 @@ async fn run(n: usize) {
         let errors = l.errors.iter().filter(|t| **t >= t0 && **t <= t1 + Duration::from_secs(1)).count();
         let during = l.acks.iter().filter(|t| **t >= t0 && **t <= t1).count() as f64 / (t1 - t0).as_secs_f64();
         let before = l.acks.iter().filter(|t| **t >= t0 - Duration::from_secs(1) && **t < t0).count() as f64;
-        rows.push((i + 1, report["outcome"].as_str().unwrap_or("?").to_string(), pause(&l.acks, t0, t1 + Duration::from_millis(500)), report["buffered"].as_u64().unwrap_or(0), drain, errors, report["total_ms"].as_u64().unwrap_or(0), before, during));
+        rows.push((
+            i + 1,
+            report["outcome"].as_str().unwrap_or("?").to_string(),
+            pause(&l.acks, t0, t1 + Duration::from_millis(500)),
+            report["buffered"].as_u64().unwrap_or(0),
+            drain,
+            errors,
+            report["total_ms"].as_u64().unwrap_or(0),
+            before,
+            during,
+        ));
     }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -207,7 +218,9 @@ async fn run(n: usize) {
 
     println!("\n## Failover benchmark: {WRITERS} writers (autocommit INSERT), {n} planned reparents\n");
     println!("Through baton ({baton_total} writes acknowledged, {baton_errors} client errors in total):\n");
-    println!("| reparent | outcome | write pause ms | requests buffered | drain ms | client errors | reparent ms | writes/s before | writes/s during |");
+    println!(
+        "| reparent | outcome | write pause ms | requests buffered | drain ms | client errors | reparent ms | writes/s before | writes/s during |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut pauses: Vec<u128> = Vec::new();
     for (i, outcome, p, b, d, e, total, before, during) in &rows {
@@ -275,12 +288,8 @@ async fn crash(cluster: &Cluster, servers: &[String], primary: &str) {
     };
     let buffered = handle.gate.counters.buffered.load(Ordering::Relaxed);
     let mut c = mysql_async::Conn::new(opts(&new_primary, "admin", "admin")).await.unwrap();
-    let present: std::collections::HashSet<(u64, u64)> = c
-        .query::<(u64, u64), _>("SELECT writer, seq FROM fo_rows WHERE writer >= 200")
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let present: std::collections::HashSet<(u64, u64)> =
+        c.query::<(u64, u64), _>("SELECT writer, seq FROM fo_rows WHERE writer >= 200").await.unwrap().into_iter().collect();
     let lost = keys.iter().filter(|(w, s)| !present.contains(&(*w as u64, *s))).count();
     let acked = keys.len();
     running.shutdown(Some(Duration::from_millis(200))).await;
@@ -304,7 +313,12 @@ async fn crash(cluster: &Cluster, servers: &[String], primary: &str) {
     println!("\n## Crash: SIGKILL of the primary under {WRITERS} writers (semi_sync, automatic failover)\n");
     println!("| | detection ms | new primary at ms | write pause ms | requests buffered | client errors | acknowledged | lost acknowledged |");
     println!("|---|---|---|---|---|---|---|---|");
-    println!("| through baton | {} | {} | {} | {buffered} | {errors} | {acked} | {lost} |", detected.as_millis(), promoted.as_millis(), p.as_millis());
+    println!(
+        "| through baton | {} | {} | {} | {buffered} | {errors} | {acked} | {lost} |",
+        detected.as_millis(),
+        promoted.as_millis(),
+        p.as_millis()
+    );
     println!(
         "\nDirect to MariaDB, same crash (no proxy; the clients keep the dead primary's address): {direct_errors} client errors \
          in the 5 s after it; no successful write for the last {:.1} s.",

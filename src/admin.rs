@@ -54,7 +54,11 @@ pub(crate) fn error(status: StatusCode, error: &str, detail: impl Into<String>) 
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = state.reloader.token.read().unwrap_or_else(|p| p.into_inner()).clone();
     let Some(token) = token else {
-        return Err(Box::new(error(StatusCode::FORBIDDEN, "forbidden", "no admin token is configured ([server] admin_token or BATON_ADMIN_TOKEN); state-changing requests are refused")));
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "no admin token is configured ([server] admin_token or BATON_ADMIN_TOKEN); state-changing requests are refused",
+        )));
     };
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
@@ -91,7 +95,11 @@ async fn coordinate(state: &AdminState, headers: &HeaderMap, path: &str, body: &
         return Some(error(StatusCode::SERVICE_UNAVAILABLE, "no_orchestrator", "no proxy holds the orchestrator role yet; retry in a few seconds"));
     };
     if headers.contains_key("x-baton-forwarded") {
-        return Some(error(StatusCode::SERVICE_UNAVAILABLE, "no_orchestrator", format!("forwarded here, but the orchestrator is now proxy {} at {}; retry", o.id, o.admin)));
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_orchestrator",
+            format!("forwarded here, but the orchestrator is now proxy {} at {}; retry", o.id, o.admin),
+        ));
     }
     tracing::info!(orchestrator = %o.id, admin = %o.admin, "forwarding {path} to the orchestrator");
     Some(crate::forward::forward(&o.admin, &peers.id, path, headers, body).await)

@@ -97,13 +97,27 @@ fn print_conditions(c: &Value) {
     }
     for x in conds {
         let mark = if x["holds"].as_bool() == Some(true) { "holds" } else { "FALSE" };
-        println!("  {:<3} {:<10} {:<6} {}", x["id"].as_str().unwrap_or(""), x["name"].as_str().unwrap_or(""), mark, x["reason"].as_str().unwrap_or(""));
+        println!(
+            "  {:<3} {:<10} {:<6} {}",
+            x["id"].as_str().unwrap_or(""),
+            x["name"].as_str().unwrap_or(""),
+            mark,
+            x["reason"].as_str().unwrap_or("")
+        );
     }
 }
 
 fn print_cluster(c: &Value) {
     let b = &c["buffer"];
-    println!("cluster {}  primary {}  term {}  buffer {} ({} queued, {} active)", c["name"].as_str().unwrap_or("?"), c["primary"].as_str().unwrap_or("?"), c["term"], b["phase"].as_str().unwrap_or("?"), b["queued"], b["active"]);
+    println!(
+        "cluster {}  primary {}  term {}  buffer {} ({} queued, {} active)",
+        c["name"].as_str().unwrap_or("?"),
+        c["primary"].as_str().unwrap_or("?"),
+        c["term"],
+        b["phase"].as_str().unwrap_or("?"),
+        b["queued"],
+        b["active"]
+    );
     if b["phase"] != "idle" {
         println!("  buffering because: {}", b["reason"].as_str().unwrap_or(""));
     }
@@ -115,7 +129,11 @@ fn print_cluster(c: &Value) {
             s["addr"].as_str().unwrap_or(""),
             s["role"].as_str().unwrap_or(""),
             if s["reachable"] == true { "yes" } else { "NO" },
-            match s["read_only"].as_bool() { Some(true) => "ON", Some(false) => "OFF", None => "" },
+            match s["read_only"].as_bool() {
+                Some(true) => "ON",
+                Some(false) => "OFF",
+                None => "",
+            },
             s["gtid_position"].as_str().unwrap_or(""),
             r["source"].as_str().unwrap_or(""),
             r["lag_seconds"].as_u64().map(|l| format!("{l} s")).unwrap_or_default(),
@@ -137,7 +155,10 @@ pub fn run(args: CtlArgs) -> i32 {
     };
     match args.cmd {
         CtlCmd::Topology => {
-            let r = match reply(request(&args.admin, "GET", "/api/v1/topology", token, "")) { Ok(r) => r, Err(c) => return c };
+            let r = match reply(request(&args.admin, "GET", "/api/v1/topology", token, "")) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
             if r.status != 200 {
                 print_error(&r);
                 return exit_for(r.status);
@@ -164,10 +185,17 @@ pub fn run(args: CtlArgs) -> i32 {
             for (name, rec) in b["clusters"].as_object().into_iter().flatten() {
                 println!("cluster {name}: primary {} term {}", rec["primary"].as_str().unwrap_or("?"), rec["term"]);
             }
-            if b["degraded"].is_string() { 1 } else { 0 }
+            if b["degraded"].is_string() {
+                1
+            } else {
+                0
+            }
         }
         CtlCmd::Status => {
-            let r = match reply(request(&args.admin, "GET", "/api/v1/clusters", token, "")) { Ok(r) => r, Err(c) => return c };
+            let r = match reply(request(&args.admin, "GET", "/api/v1/clusters", token, "")) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
             if r.status != 200 {
                 print_error(&r);
                 return exit_for(r.status);
@@ -182,7 +210,10 @@ pub fn run(args: CtlArgs) -> i32 {
             0
         }
         CtlCmd::Conditions { cluster } => {
-            let r = match reply(request(&args.admin, "GET", &format!("/api/v1/clusters/{cluster}"), token, "")) { Ok(r) => r, Err(c) => return c };
+            let r = match reply(request(&args.admin, "GET", &format!("/api/v1/clusters/{cluster}"), token, "")) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
             if r.status != 200 {
                 print_error(&r);
                 return exit_for(r.status);
@@ -222,7 +253,10 @@ pub fn run(args: CtlArgs) -> i32 {
                     }
                 }
             }
-            let r = match reply(worker.join().unwrap_or_else(|_| Err("request thread failed".into()))) { Ok(r) => r, Err(c) => return c };
+            let r = match reply(worker.join().unwrap_or_else(|_| Err("request thread failed".into()))) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&r.body).unwrap_or_default());
                 return exit_for(r.status);
@@ -245,7 +279,10 @@ pub fn run(args: CtlArgs) -> i32 {
             exit_for(r.status)
         }
         CtlCmd::Failover { cluster } => {
-            let r = match reply(request(&args.admin, "POST", &format!("/api/v1/clusters/{cluster}/failover"), token, "")) { Ok(r) => r, Err(c) => return c };
+            let r = match reply(request(&args.admin, "POST", &format!("/api/v1/clusters/{cluster}/failover"), token, "")) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
             if r.status != 200 {
                 print_error(&r);
             } else {
@@ -254,7 +291,10 @@ pub fn run(args: CtlArgs) -> i32 {
             exit_for(r.status)
         }
         CtlCmd::Reload => {
-            let r = match reply(request(&args.admin, "POST", "/api/v1/config/reload", token, "")) { Ok(r) => r, Err(c) => return c };
+            let r = match reply(request(&args.admin, "POST", "/api/v1/config/reload", token, "")) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
             if r.status != 200 {
                 print_error(&r);
             } else if args.json {

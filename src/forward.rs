@@ -21,8 +21,14 @@ pub async fn forward(to: &str, from_id: &str, path: &str, headers: &HeaderMap, b
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             (status, [("content-type", "application/json"), ("x-baton-orchestrator", to)], body).into_response()
         }
-        Ok(Err(e)) => super::admin::error(StatusCode::BAD_GATEWAY, "orchestrator_unreachable", format!("forwarding to the orchestrator at {to} failed: {e}")),
-        Err(_) => super::admin::error(StatusCode::GATEWAY_TIMEOUT, "orchestrator_timeout", format!("the orchestrator at {to} did not answer within {} s", FORWARD_TIMEOUT.as_secs())),
+        Ok(Err(e)) => {
+            super::admin::error(StatusCode::BAD_GATEWAY, "orchestrator_unreachable", format!("forwarding to the orchestrator at {to} failed: {e}"))
+        }
+        Err(_) => super::admin::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "orchestrator_timeout",
+            format!("the orchestrator at {to} did not answer within {} s", FORWARD_TIMEOUT.as_secs()),
+        ),
     }
 }
 

@@ -46,9 +46,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Bind the listeners and start serving; `path` is re-read on reload.
 pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Running> {
     let background = CancellationToken::new();
-    let store = Store::open(&config.topology, &config.clusters, background.clone())
-        .await
-        .context("opening the topology store")?;
+    let store = Store::open(&config.topology, &config.clusters, background.clone()).await.context("opening the topology store")?;
     let clusters = baton_control::cluster::registry(&config);
     let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     let metrics = Arc::new(baton_control::metrics::Metrics::new(&names));
@@ -68,9 +66,8 @@ pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -
         tokio::spawn(baton_control::health::monitor(handle.clone(), store.clone(), metrics.clone(), background.clone()));
     }
     let proxy = Arc::new(ProxyContext::new(&config, store.watch(), clusters.clone(), metrics.clone()));
-    let listener = TcpListener::bind(&config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+    let listener =
+        TcpListener::bind(&config.server.listen).await.with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
     let admin = TcpListener::bind(&config.server.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.admin_listen)", config.server.admin_listen))?;

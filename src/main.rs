@@ -25,15 +25,25 @@ enum Cmd {
     Ctl(baton::ctl::CtlArgs),
 }
 
+/// glibc's mmap threshold, fixed (bytes). By default it rises to the size of the
+/// largest block freed, after which large packet buffers come from the malloc
+/// arenas and stay resident when freed; fixed, each is its own mapping, returned
+/// to the system when a session's buffers shrink (`tests/memory.rs`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
     let cli = Cli::parse();
     if let Some(Cmd::Ctl(args)) = cli.cmd {
         return ExitCode::from(baton::ctl::run(args) as u8);
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     if let Some(path) = cli.check_config {

@@ -52,7 +52,16 @@ impl Reloader {
         if new.server.worker_threads != current.server.worker_threads {
             return restart("server.worker_threads");
         }
-        let t = |c: &Config| (c.topology.store.clone(), c.topology.path.clone(), c.topology.endpoints.clone(), c.topology.prefix.clone(), c.topology.lease_ttl_s, c.topology.timeout_ms);
+        let t = |c: &Config| {
+            (
+                c.topology.store.clone(),
+                c.topology.path.clone(),
+                c.topology.endpoints.clone(),
+                c.topology.prefix.clone(),
+                c.topology.lease_ttl_s,
+                c.topology.timeout_ms,
+            )
+        };
         if t(&new) != t(&current) {
             return restart("[topology]");
         }

@@ -37,7 +37,8 @@ fn promtool(text: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metrics.txt");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new("sh").arg("-c").arg(format!("promtool check metrics < {}", path.display())).output().expect("promtool (Debian's prometheus)");
+    let out =
+        Command::new("sh").arg("-c").arg(format!("promtool check metrics < {}", path.display())).output().expect("promtool (Debian's prometheus)");
     assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
@@ -132,9 +133,13 @@ async fn metrics_status_and_bad_requests() {
     c.query_drop("INSERT INTO baton_test.adm_t VALUES ()").await.unwrap();
     let addr = running.admin_addr;
     let to = other.clone();
-    let first = tokio::spawn(async move { http(addr, "POST", "/api/v1/clusters/main/reparent", Some(TOKEN), &format!("{{\"to\": \"{to}\"}}")).await });
+    let first =
+        tokio::spawn(async move { http(addr, "POST", "/api/v1/clusters/main/reparent", Some(TOKEN), &format!("{{\"to\": \"{to}\"}}")).await });
     let handle = running.proxy.clusters["main"].clone();
-    wait_for("the first reparent to start", Duration::from_secs(10), || handle.last_reparent.lock().unwrap().is_some() || handle.reparent_lock.try_lock().is_err()).await;
+    wait_for("the first reparent to start", Duration::from_secs(10), || {
+        handle.last_reparent.lock().unwrap().is_some() || handle.reparent_lock.try_lock().is_err()
+    })
+    .await;
     let (status, reply) = reparent(&running, &other).await;
     assert_eq!((status, reply["error"].as_str()), (409, Some("conflict")), "{reply}");
     let (status, report) = first.await.unwrap();
@@ -202,13 +207,21 @@ async fn reload_applies_without_dropping_sessions_and_refuses_bad_files() {
     let info = cluster();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("baton.toml");
-    let base = config_text(&info, &dir.path().join("topology.json"), "admin_token = \"t\"").replace("[[users]]\nname = \"admin\"\npassword = \"admin\"\n", "");
+    let base = config_text(&info, &dir.path().join("topology.json"), "admin_token = \"t\"")
+        .replace("[[users]]\nname = \"admin\"\npassword = \"admin\"\n", "");
     std::fs::write(&path, &base).unwrap();
     let config = baton_control::Config::load(&path).unwrap();
     let running = baton::start_with_path(config, Some(path.clone())).await.unwrap();
     let port = running.mysql_addr.port();
     let admin_opts = |port| {
-        mysql_async::Opts::from(mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("admin")).pass(Some("admin")).prefer_socket(false))
+        mysql_async::Opts::from(
+            mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(port)
+                .user(Some("admin"))
+                .pass(Some("admin"))
+                .prefer_socket(false),
+        )
     };
     let mut app = mysql_async::Conn::new(opts(port, None)).await.unwrap();
     let e = mysql_async::Conn::new(admin_opts(port)).await.unwrap_err();

@@ -221,12 +221,8 @@ async fn backend_down_is_a_clear_error_and_others_keep_working() {
     let running = baton::start(config).await.unwrap();
     let port = running.mysql_addr.port();
 
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("admin"))
-        .pass(Some("admin"))
-        .prefer_socket(false);
+    let opts =
+        mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("admin")).pass(Some("admin")).prefer_socket(false);
     match mysql_async::Conn::new(opts).await {
         Err(mysql_async::Error::Server(e)) => {
             assert_eq!(e.code, 2003);

@@ -48,10 +48,7 @@ async fn prepared_statements_round_trip_every_type() {
         Value::Bytes(b"x,y".to_vec()),
         Value::Bytes(vec![0x0a, 0xbc]),
     ];
-    let stmt = c
-        .prep("INSERT INTO ps_types VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-        .await
-        .unwrap();
+    let stmt = c.prep("INSERT INTO ps_types VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").await.unwrap();
     c.exec_drop(&stmt, row.clone()).await.unwrap();
     let mut nulls = vec![Value::NULL; 17];
     nulls[0] = Value::Int(2);

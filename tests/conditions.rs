@@ -17,7 +17,8 @@ use common::reparent::*;
 use common::*;
 use mysql_async::prelude::*;
 
-const CONFIG: &str = "[buffer]\nwindow_ms = 1500\nmax_failover_duration_ms = 60000\nmin_time_between_failovers_ms = 0\n[reparent]\ncheck_interval_ms = 20\n";
+const CONFIG: &str =
+    "[buffer]\nwindow_ms = 1500\nmax_failover_duration_ms = 60000\nmin_time_between_failovers_ms = 0\n[reparent]\ncheck_interval_ms = 20\n";
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Broken {

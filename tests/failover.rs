@@ -29,7 +29,11 @@ async fn wait_term(running: &baton::Running, term: u64, timeout: Duration) -> St
             return r.primary;
         }
         let h = running.proxy.clusters["main"].last_reparent.lock().unwrap().clone();
-        assert!(Instant::now() < deadline, "no failover within {timeout:?}; last: {h:?}; health: {:?}", running.proxy.clusters["main"].health.lock().unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "no failover within {timeout:?}; last: {h:?}; health: {:?}",
+            running.proxy.clusters["main"].health.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -46,7 +50,16 @@ async fn sigkill_primary_under_load_fails_over_without_losing_acknowledged_write
     table(port).await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
-    let kinds = [Kind::Autocommit, Kind::Autocommit, Kind::Autocommit, Kind::Transaction, Kind::Transaction, Kind::Transaction, Kind::Prepared, Kind::Prepared];
+    let kinds = [
+        Kind::Autocommit,
+        Kind::Autocommit,
+        Kind::Autocommit,
+        Kind::Transaction,
+        Kind::Transaction,
+        Kind::Transaction,
+        Kind::Prepared,
+        Kind::Prepared,
+    ];
     let writers: Vec<_> = kinds.iter().enumerate().map(|(i, k)| tokio::spawn(writer(port, i as i64 + 1, *k, stop.clone(), acked.clone()))).collect();
     wait_count(&acked, 300, Duration::from_secs(30)).await;
 
@@ -144,7 +157,11 @@ async fn hung_primary_is_detected_replaced_and_revoked_when_it_wakes() {
     table(port).await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = [Kind::Autocommit, Kind::Transaction, Kind::Prepared].iter().enumerate().map(|(i, k)| tokio::spawn(writer(port, i as i64 + 1, *k, stop.clone(), acked.clone()))).collect();
+    let writers: Vec<_> = [Kind::Autocommit, Kind::Transaction, Kind::Prepared]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| tokio::spawn(writer(port, i as i64 + 1, *k, stop.clone(), acked.clone())))
+        .collect();
     wait_count(&acked, 100, Duration::from_secs(30)).await;
 
     signal(&info, &primary, "STOP");

@@ -45,12 +45,17 @@ async fn zero_error_reparents_back_and_forth() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
-    let kinds = [Kind::Autocommit, Kind::Autocommit, Kind::Autocommit, Kind::Transaction, Kind::Transaction, Kind::Transaction, Kind::Prepared, Kind::Prepared];
-    let writers: Vec<_> = kinds
-        .iter()
-        .enumerate()
-        .map(|(i, k)| tokio::spawn(writer(port, i as i64 + 1, *k, stop.clone(), acked.clone())))
-        .collect();
+    let kinds = [
+        Kind::Autocommit,
+        Kind::Autocommit,
+        Kind::Autocommit,
+        Kind::Transaction,
+        Kind::Transaction,
+        Kind::Transaction,
+        Kind::Prepared,
+        Kind::Prepared,
+    ];
+    let writers: Vec<_> = kinds.iter().enumerate().map(|(i, k)| tokio::spawn(writer(port, i as i64 + 1, *k, stop.clone(), acked.clone()))).collect();
 
     // Five reparents, ending where we started.
     let others: Vec<String> = info.servers.iter().filter(|s| **s != primary).cloned().collect();
@@ -142,7 +147,8 @@ async fn failed_reparents_are_undone_without_client_errors() {
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let extra = FAST.replace("catchup_timeout_ms = 5000", "catchup_timeout_ms = 1000").replace("prepare_timeout_ms = 5000", "prepare_timeout_ms = 300");
+    let extra =
+        FAST.replace("catchup_timeout_ms = 5000", "catchup_timeout_ms = 1000").replace("prepare_timeout_ms = 5000", "prepare_timeout_ms = 300");
     // The cluster's config names a fourth server that is down.
     let dead = format!("127.0.0.1:{}", baton_testkit::free_port());
     let mut with_dead = info.clone();
@@ -252,7 +258,8 @@ async fn buffer_overflow_window_and_max_duration() {
 
     // Max failover duration: the episode ends and held requests fail with 9104.
     running.shutdown(Some(Duration::from_millis(100))).await;
-    let extra = "[buffer]\nwindow_ms = 10000\nmax_failover_duration_ms = 700\nmin_time_between_failovers_ms = 0\n[reparent]\ncheck_interval_ms = 20\n";
+    let extra =
+        "[buffer]\nwindow_ms = 10000\nmax_failover_duration_ms = 700\nmin_time_between_failovers_ms = 0\n[reparent]\ncheck_interval_ms = 20\n";
     let (running, _dir2) = start_baton(&info, &primary, extra, "none").await;
     let handle = running.proxy.clusters["main"].clone();
     let mut c = mysql_async::Conn::new(opts(running.mysql_addr.port(), None)).await.unwrap();

@@ -311,7 +311,10 @@ impl Relay {
                     let to_server = async {
                         let mut b = vec![0u8; 1 << 16];
                         loop {
-                            let n = match dr.read(&mut b).await { Ok(0) | Err(_) => return, Ok(n) => n };
+                            let n = match dr.read(&mut b).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
                             if uw.write_all(&b[..n]).await.is_err() {
                                 return;
                             }
@@ -323,7 +326,10 @@ impl Relay {
                     let to_client = async {
                         let mut b = vec![0u8; 1 << 16];
                         loop {
-                            let n = match ur.read(&mut b).await { Ok(0) | Err(_) => return, Ok(n) => n };
+                            let n = match ur.read(&mut b).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
                             if dw.write_all(&b[..n]).await.is_err() {
                                 return;
                             }
@@ -375,4 +381,63 @@ async fn cut_statements_get_the_outcome_they_may_have_had() {
         assert_eq!(one, 1);
     }
     assert_eq!(gate.episode(), episode, "the primary answered a fresh probe: no episode");
+}
+
+/// A client without CLIENT_DEPRECATE_EOF (PyMySQL, older connectors) gets the
+/// server's own packets, sequence ids included, for every response shape: baton
+/// asks its backends for CLIENT_DEPRECATE_EOF (so writes answered with rows,
+/// `INSERT ... RETURNING`, carry their GTID) and writes the EOFs back in.
+#[tokio::test]
+async fn old_eof_clients_get_the_servers_packets() {
+    let baton = TestBaton::start("").await;
+    let mut setup = Conn::new(baton.opts(Some("baton_test"))).await.unwrap();
+    setup.query_drop("CREATE TABLE IF NOT EXISTS eof_rows (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(10))").await.unwrap();
+    let caps = common::raw::CAPS & !0x100_0000;
+    let mut seen = Vec::new();
+    for port in [baton.port, primary_port()] {
+        let mut raw = Raw::login_with(port, APP_USER, APP_PASSWORD, Some("baton_test"), caps).await;
+        let mut out = Vec::new();
+        let mut keep = |what: &str, r: common::raw::Response| {
+            out.push((what.to_string(), r.packets.iter().map(|(s, p)| (*s, p.clone())).collect::<Vec<_>>()));
+        };
+        keep("select", raw.query("SELECT 1 AS a, 'x' AS b UNION SELECT 2, 'y'").await);
+        keep("empty", raw.query("SELECT * FROM eof_rows WHERE id < 0").await);
+        keep("multi", raw.query("SELECT 1; SELECT 2, 3; DO 1").await);
+        keep("error", raw.query("SELECT * FROM no_such_table").await);
+        let r = raw.query("INSERT INTO eof_rows (v) VALUES ('r') RETURNING v").await;
+        keep("returning", r);
+        let mut p = vec![cmd::FIELD_LIST];
+        p.extend_from_slice(b"eof_rows\0");
+        keep("field list", raw.command(&p, Expect::Rows).await);
+        keep("set option", raw.command(&[cmd::SET_OPTION, 1, 0], Expect::Single).await);
+        let mut prep = vec![cmd::STMT_PREPARE];
+        prep.extend_from_slice(b"SELECT seq, ? FROM seq_1_to_5 WHERE seq > ?");
+        let r = raw.command(&prep, Expect::Prepare).await;
+        let id = u32::from_le_bytes(r.packets[0].1[1..5].try_into().unwrap());
+        let mut masked = r;
+        masked.packets[0].1[1..5].copy_from_slice(&[0; 4]); // ids are per connection
+        keep("prepare", masked);
+        let mut exec = vec![cmd::STMT_EXECUTE];
+        exec.extend_from_slice(&id.to_le_bytes());
+        exec.push(0);
+        exec.extend_from_slice(&1u32.to_le_bytes());
+        exec.push(0); // null bitmap for 2 params
+        exec.push(1); // new params bound
+        exec.extend_from_slice(&[8, 0, 8, 0]); // LONGLONG, LONGLONG
+        exec.extend_from_slice(&7i64.to_le_bytes());
+        exec.extend_from_slice(&2i64.to_le_bytes());
+        keep("execute", raw.command(&exec, Expect::ResultSet).await);
+        let mut cursor = exec.clone();
+        cursor[5] = 1; // CURSOR_TYPE_READ_ONLY
+        keep("execute with cursor", raw.command(&cursor, Expect::ResultSet).await);
+        let mut fetch = vec![cmd::STMT_FETCH];
+        fetch.extend_from_slice(&id.to_le_bytes());
+        fetch.extend_from_slice(&2u32.to_le_bytes());
+        keep("fetch 2", raw.command(&fetch, Expect::Rows).await);
+        keep("fetch rest", raw.command(&fetch, Expect::Rows).await);
+        seen.push(out);
+    }
+    for (b, d) in seen[0].iter().zip(&seen[1]) {
+        assert_eq!(b, d, "{}: through baton vs direct", b.0);
+    }
 }

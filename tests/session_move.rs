@@ -106,7 +106,8 @@ async fn session_state_across_a_reparent() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // Through baton, the processlist is the new primary's; find the sleeper.
-            let running: Option<u64> = k.query_first("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(20)%'").await.unwrap();
+            let running: Option<u64> =
+                k.query_first("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(20)%'").await.unwrap();
             if running.is_some() {
                 break;
             }

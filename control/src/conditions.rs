@@ -126,7 +126,9 @@ pub async fn evaluate(cluster: &ClusterHandle, topo: &Topology, gate: &GateStatu
                 let clients = s.status_u64("Rpl_semi_sync_master_clients").await;
                 match (enabled, clients) {
                     (Ok(e), Ok(n)) if e == "1" && n >= 1 => cond("C5", "durable", true, format!("semi_sync: {n} semi-sync replica(s) connected")),
-                    (Ok(e), Ok(_)) if e != "1" => cond("C5", "durable", false, format!("semi_sync: {new_primary} has rpl_semi_sync_master_enabled=OFF")),
+                    (Ok(e), Ok(_)) if e != "1" => {
+                        cond("C5", "durable", false, format!("semi_sync: {new_primary} has rpl_semi_sync_master_enabled=OFF"))
+                    }
                     (Ok(_), Ok(_)) => cond("C5", "durable", false, format!("semi_sync: no semi-sync replica connected to {new_primary}")),
                     (Err(e), _) | (_, Err(e)) => cond("C5", "durable", false, e.to_string()),
                 }

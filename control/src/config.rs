@@ -92,13 +92,7 @@ pub struct BufferConfig {
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        BufferConfig {
-            window_ms: 10_000,
-            size: 1000,
-            max_failover_duration_ms: 20_000,
-            min_time_between_failovers_ms: 60_000,
-            drain_concurrency: 1,
-        }
+        BufferConfig { window_ms: 10_000, size: 1000, max_failover_duration_ms: 20_000, min_time_between_failovers_ms: 60_000, drain_concurrency: 1 }
     }
 }
 
@@ -256,9 +250,9 @@ fn default_repl_user() -> String {
 fn read_secret(value: &Option<String>, file: &Option<PathBuf>) -> Result<String, String> {
     match (value, file) {
         (Some(v), _) => Ok(v.clone()),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .map(|s| s.lines().next().unwrap_or("").to_string())
-            .map_err(|e| format!("cannot read {}: {e}", f.display())),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).map(|s| s.lines().next().unwrap_or("").to_string()).map_err(|e| format!("cannot read {}: {e}", f.display()))
+        }
         (None, None) => Ok(String::new()),
     }
 }
@@ -280,31 +274,23 @@ fn default_durability() -> String {
 
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterConfig")
-            .field("name", &self.name)
-            .field("servers", &self.servers)
-            .field("primary", &self.primary)
-            .finish()
+        f.debug_struct("ClusterConfig").field("name", &self.name).field("servers", &self.servers).field("primary", &self.primary).finish()
     }
 }
 
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ControlError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ControlError::ConfigRead { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ControlError::ConfigRead { path: path.to_path_buf(), source })?;
         Self::parse(&text).map_err(|e| match e {
-            ControlError::ConfigInvalid(message) => {
-                ControlError::ConfigParse { path: path.to_path_buf(), message }
-            }
+            ControlError::ConfigInvalid(message) => ControlError::ConfigParse { path: path.to_path_buf(), message },
             other => other,
         })
     }
 
     /// Parse and validate config text.
     pub fn parse(text: &str) -> Result<Config, ControlError> {
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| ControlError::ConfigInvalid(e.to_string()))?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ControlError::ConfigInvalid(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -367,10 +353,7 @@ impl Config {
                 return bad(format!("cluster {:?}: primary {:?} is not one of its servers", c.name, c.primary));
             }
             if c.durability != "none" && c.durability != "semi_sync" {
-                return bad(format!(
-                    "cluster {:?}: durability = {:?} (expected \"none\" or \"semi_sync\")",
-                    c.name, c.durability
-                ));
+                return bad(format!("cluster {:?}: durability = {:?} (expected \"none\" or \"semi_sync\")", c.name, c.durability));
             }
             if c.repl_password.is_some() && c.repl_password_file.is_some() {
                 return bad(format!("cluster {:?}: set only one of repl_password and repl_password_file", c.name));

@@ -32,9 +32,7 @@ impl PasswordHash {
         if text.is_empty() {
             return Ok(PasswordHash(None));
         }
-        let hex = text
-            .strip_prefix('*')
-            .ok_or_else(|| "password_hash must start with '*' (the MySQL form)".to_string())?;
+        let hex = text.strip_prefix('*').ok_or_else(|| "password_hash must start with '*' (the MySQL form)".to_string())?;
         if hex.len() != 40 {
             return Err("password_hash must be '*' followed by 40 hex digits".into());
         }

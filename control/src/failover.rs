@@ -80,7 +80,14 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
         }
     }
     replicas.sort_by(|a, b| a.0.cmp(&b.0));
-    run.step("fence", format!("IO threads stopped on {} replica(s){}", replicas.len(), if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }));
+    run.step(
+        "fence",
+        format!(
+            "IO threads stopped on {} replica(s){}",
+            replicas.len(),
+            if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }
+        ),
+    );
     let mut positions = Vec::new();
     for (addr, s) in &mut replicas {
         let io_pos = s.replication().await.ok().flatten().map(|r| r.gtid_io_pos).unwrap_or_default();
@@ -101,7 +108,9 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
         Some((w, _, wstate)) => positions
             .iter()
             .filter(|(a, _, _)| a != w)
-            .find_map(|(a, pos, _)| gtid::contains(wstate, pos).err().map(|why| format!("split brain: {w} does not contain {a}'s position {pos:?} ({why})")))
+            .find_map(|(a, pos, _)| {
+                gtid::contains(wstate, pos).err().map(|why| format!("split brain: {w} does not contain {a}'s position {pos:?} ({why})"))
+            })
             .or_else(|| gtid::contains(wstate, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}"))),
     };
     if let Some(why) = refusal {

@@ -92,7 +92,9 @@ pub struct GateCounters {
     pub episodes: AtomicU64,
 }
 
-type Verdict = Result<Option<OwnedSemaphorePermit>, GateError>;
+/// What a held request is told: admitted (already counted as active: dropped
+/// unreceived, the admission leaves again), or why not.
+type Verdict = Result<Admission, GateError>;
 
 struct Waiter {
     id: u64,
@@ -304,9 +306,9 @@ impl Gate {
         let mut guard = WaitGuard { gate: self.clone(), id, client_gone: true };
         let result = tokio::time::timeout(limits.window, rx).await;
         match result {
-            Ok(Ok(Ok(permit))) => {
+            Ok(Ok(Ok(admission))) => {
                 std::mem::forget(guard);
-                Ok(Admission { gate: self.clone(), _drain_permit: permit, _throttle_permit: None })
+                Ok(admission)
             }
             Ok(Ok(Err(e))) => {
                 std::mem::forget(guard);
@@ -430,15 +432,18 @@ impl Gate {
                     tracing::info!(episode, "drained; idle");
                     return;
                 }
-                Ok(Some(w)) => match w.tx.send(Ok(Some(permit))) {
-                    Ok(()) => {
-                        self.counters.drained.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(w)) => {
+                    let admission = Admission { gate: self.clone(), _drain_permit: Some(permit), _throttle_permit: None };
+                    match w.tx.send(Ok(admission)) {
+                        Ok(()) => {
+                            self.counters.drained.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Dropped here: it leaves again.
+                        Err(_) => {
+                            self.counters.evicted_client_gone.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    Err(_) => {
-                        self.counters.evicted_client_gone.fetch_add(1, Ordering::Relaxed);
-                        self.leave();
-                    }
-                },
+                }
             }
         }
     }

@@ -42,11 +42,7 @@ impl AckedGtids {
 /// missing even when `state` has higher sequence numbers from other servers.
 /// Returns the first missing GTID as the reason when it does not.
 pub fn contains(state: &str, other: &str) -> Result<(), String> {
-    let have: BTreeMap<(u32, u32), u64> = state
-        .split(',')
-        .filter_map(|g| parse_gtid(g.trim()))
-        .map(|(d, s, n)| ((d, s), n))
-        .collect();
+    let have: BTreeMap<(u32, u32), u64> = state.split(',').filter_map(|g| parse_gtid(g.trim())).map(|(d, s, n)| ((d, s), n)).collect();
     for g in other.split(',').filter(|g| !g.trim().is_empty()) {
         let Some((d, s, n)) = parse_gtid(g.trim()) else { continue };
         match have.get(&(d, s)) {

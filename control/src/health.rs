@@ -53,7 +53,15 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
             // A server that answers with an error is up; only silence or a refused or
             // reset connection counts as down.
             let reachable = matches!(e, crate::server::ServerError::Query { .. });
-            ServerHealth { addr, reachable, read_only: None, source: None, gtid_binlog_pos: None, gtid_binlog_state: None, error: Some(e.to_string()) }
+            ServerHealth {
+                addr,
+                reachable,
+                read_only: None,
+                source: None,
+                gtid_binlog_pos: None,
+                gtid_binlog_state: None,
+                error: Some(e.to_string()),
+            }
         }
         Ok(mut s) => {
             let ro = s.read_only().await;
@@ -73,7 +81,15 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
                 },
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     let reachable = matches!(e, crate::server::ServerError::Query { .. });
-                    ServerHealth { addr, reachable, read_only: None, source: None, gtid_binlog_pos: None, gtid_binlog_state: None, error: Some(e.to_string()) }
+                    ServerHealth {
+                        addr,
+                        reachable,
+                        read_only: None,
+                        source: None,
+                        gtid_binlog_pos: None,
+                        gtid_binlog_state: None,
+                        error: Some(e.to_string()),
+                    }
                 }
             }
         }
@@ -149,7 +165,12 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
                         match gtid::contains(&pstate, &spos) {
                             Ok(()) => {
                                 let r = c.replicate_from(&p.addr, &settings.repl_user, &settings.repl_password, true).await;
-                                action = Some(format!("rejoined {} as a replica of {}: {}", s.addr, p.addr, r.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())));
+                                action = Some(format!(
+                                    "rejoined {} as a replica of {}: {}",
+                                    s.addr,
+                                    p.addr,
+                                    r.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
+                                ));
                             }
                             Err(why) => errant.push(format!("{}: {why}", s.addr)),
                         }

@@ -80,9 +80,23 @@ const DESCRIPTIONS: &[(&str, char, &str)] = &[
 
 /// Command labels (closed set).
 pub const COMMANDS: &[&str] = &[
-    "quit", "init_db", "query", "field_list", "statistics", "process_kill", "ping", "change_user",
-    "stmt_prepare", "stmt_execute", "stmt_send_long_data", "stmt_close", "stmt_reset", "set_option",
-    "stmt_fetch", "reset_connection", "other",
+    "quit",
+    "init_db",
+    "query",
+    "field_list",
+    "statistics",
+    "process_kill",
+    "ping",
+    "change_user",
+    "stmt_prepare",
+    "stmt_execute",
+    "stmt_send_long_data",
+    "stmt_close",
+    "stmt_reset",
+    "set_option",
+    "stmt_fetch",
+    "reset_connection",
+    "other",
 ];
 
 fn command_label(code: u8) -> usize {
@@ -116,7 +130,22 @@ pub enum BackendErrorClass {
     ReadOnly = 2,
 }
 
-const STEPS: &[&str] = &["prepare", "announce", "grace", "revoke", "catch_up", "promote", "publish", "repoint", "verify", "undo", "acks", "fence", "apply_relay", "elect"];
+const STEPS: &[&str] = &[
+    "prepare",
+    "announce",
+    "grace",
+    "revoke",
+    "catch_up",
+    "promote",
+    "publish",
+    "repoint",
+    "verify",
+    "undo",
+    "acks",
+    "fence",
+    "apply_relay",
+    "elect",
+];
 const RESULTS: &[&str] = &["ok", "undone", "held", "refused"];
 
 struct ClusterMetrics {
@@ -152,10 +181,8 @@ static META: Metadata<'static> = Metadata::new("baton", metrics::Level::INFO, So
 impl Metrics {
     pub fn new(cluster_names: &[String]) -> Metrics {
         let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-            .expect("buckets")
-            .build_recorder();
+        let recorder =
+            PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets).expect("buckets").build_recorder();
         let handle = recorder.handle();
         for (name, kind, help) in DESCRIPTIONS {
             let (name, help) = (metrics::KeyName::from_const_str(name), metrics::SharedString::const_str(help));
@@ -181,7 +208,8 @@ impl Metrics {
             let cm = ClusterMetrics {
                 buffered: counter(BUFFER_BUFFERED_TOTAL, &l(&[])),
                 drained: counter(BUFFER_DRAINED_TOTAL, &l(&[])),
-                evicted: ["buffer_full", "window_expired", "max_duration", "client_gone"].map(|r| counter(BUFFER_EVICTED_TOTAL, &l(&[("reason", r)]))),
+                evicted: ["buffer_full", "window_expired", "max_duration", "client_gone"]
+                    .map(|r| counter(BUFFER_EVICTED_TOTAL, &l(&[("reason", r)]))),
                 skipped: counter(BUFFER_SKIPPED_TOTAL, &l(&[("reason", "last_failover_too_recent")])),
                 queued: gauge(BUFFER_QUEUED, &l(&[])),
                 episodes: counter(BUFFER_EPISODES_TOTAL, &l(&[])),
@@ -190,7 +218,8 @@ impl Metrics {
                     .iter()
                     .flat_map(|r| ["planned", "emergency"].map(|k| ((k, *r), counter(REPARENTS_TOTAL, &l(&[("kind", k), ("result", r)])))))
                     .collect(),
-                conditions: ["C1_revoked", "C2_named", "C3_writable", "C4_caught_up", "C5_durable"].map(|n| gauge(LEADERSHIP_CONDITION, &l(&[("condition", n)]))),
+                conditions: ["C1_revoked", "C2_named", "C3_writable", "C4_caught_up", "C5_durable"]
+                    .map(|n| gauge(LEADERSHIP_CONDITION, &l(&[("condition", n)]))),
                 term: gauge(CLUSTER_TERM, &l(&[])),
             };
             clusters.insert(c.clone(), cm);

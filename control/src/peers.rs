@@ -145,17 +145,17 @@ impl Peers {
         if lease == 0 {
             lease = store.timed(store.client().lease_grant(store.lease_ttl(), None)).await?.id();
             let me = serde_json::to_vec(&self.me()).expect("member serialises");
-            store
-                .timed(store.client().put(store.key(&format!("members/{}", self.id)), me, Some(PutOptions::new().with_lease(lease))))
-                .await?;
+            store.timed(store.client().put(store.key(&format!("members/{}", self.id)), me, Some(PutOptions::new().with_lease(lease)))).await?;
             self.lease.store(lease, Ordering::SeqCst);
             tracing::info!(id = %self.id, admin = %self.admin, "registered in etcd");
         }
         let key = store.key("orchestrator");
         let me = serde_json::to_vec(&self.me()).expect("member serialises");
-        let txn = Txn::new()
-            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), me, Some(PutOptions::new().with_lease(lease)))]);
+        let txn = Txn::new().when([Compare::version(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
+            key.clone(),
+            me,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
         let holder = if store.timed(store.client().txn(txn)).await?.succeeded() {
             Some(self.me())
         } else {

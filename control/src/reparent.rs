@@ -128,8 +128,7 @@ impl<'a> Run<'a> {
         self.report.outcome = outcome;
         self.report.error = error;
         self.report.total_ms = self.started.elapsed().as_millis() as u64;
-        self.report.buffered =
-            self.cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed) - buffered_before;
+        self.report.buffered = self.cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed) - buffered_before;
         self.publish();
         self.report
     }
@@ -180,12 +179,8 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
     let mut run = Run::new(cluster, &old, &candidate, record.term);
 
     // 0. Prepare, while the old primary still serves.
-    let mut cand = Server::connect(&candidate, &settings.admin)
-        .await
-        .map_err(|e| ReparentError::BadCandidate(format!("candidate {e}")))?;
-    let mut oldc = Server::connect(&old, &settings.admin)
-        .await
-        .map_err(|e| ReparentError::BadCandidate(format!("current primary {e}")))?;
+    let mut cand = Server::connect(&candidate, &settings.admin).await.map_err(|e| ReparentError::BadCandidate(format!("candidate {e}")))?;
+    let mut oldc = Server::connect(&old, &settings.admin).await.map_err(|e| ReparentError::BadCandidate(format!("current primary {e}")))?;
     match cand.replication().await {
         Ok(Some(r)) if r.source == old => {}
         Ok(Some(r)) => return Err(ReparentError::BadCandidate(format!("{candidate} replicates from {}, not {old}", r.source))),

@@ -26,10 +26,10 @@ use crate::tracking::ClientTracking;
 /// What baton runs on every new backend session: track every system variable
 /// (so session state can be restored elsewhere) including `last_gtid` (so baton
 /// knows the GTID of every write it acknowledges).
-pub const SESSION_SETUP_SQL: &str = "SET SESSION session_track_system_variables='*', session_track_schema=ON";
+pub const SESSION_SETUP_SQL: &str = "SET SESSION session_track_system_variables='*', session_track_schema=ON, session_track_state_change=ON";
 
 /// Read before [`SESSION_SETUP_SQL`]: what a direct session would have.
-const DEFAULTS_SQL: &str = "SELECT @@session_track_system_variables, @@session_track_schema, @@max_allowed_packet";
+const DEFAULTS_SQL: &str = "SELECT @@session_track_system_variables, @@session_track_schema, @@max_allowed_packet, @@session_track_state_change";
 
 /// The collation a login names when the client's does not fit the handshake's
 /// one byte (utf8mb4_general_ci); the real one is set right after.
@@ -80,8 +80,18 @@ pub struct Backend {
 }
 
 /// A connection whose greeting was read; not logged in yet.
+///
+/// Dropped unused (the client failed to log in, left, or its id was taken), it
+/// is not just closed: an interrupted handshake counts toward the server's
+/// `max_connect_errors`, after which the server blocks baton's host. It finishes
+/// the handshake instead, as a user that cannot log in ([`UNUSED_LOGIN_USER`]),
+/// which the server answers with an access-denied error that does not count.
 pub struct Greeted {
-    io: PacketIo<TcpStream>,
+    /// None once logged in (or being abandoned).
+    io: Option<PacketIo<TcpStream>>,
+    /// A slot of the listener's bound on connections greeted before their client
+    /// logged in (released when this is logged in or dropped).
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     addr: String,
     seq: u8,
     connection_id: u32,
@@ -109,7 +119,10 @@ impl Greeted {
     }
 
     async fn login_inner(self, login: &Login<'_>) -> Result<Backend, BackendError> {
-        let Greeted { mut io, addr, seq, connection_id, server_caps, server_ext_caps, nonce } = self;
+        let mut this = self;
+        let Some(mut io) = this.io.take() else { return Err(BackendError::Protocol("greeted connection already used".into())) };
+        let (addr, seq, connection_id, server_caps, server_ext_caps, nonce) =
+            (this.addr.clone(), this.seq, this.connection_id, this.server_caps, this.server_ext_caps, std::mem::take(&mut this.nonce));
         let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
         let mut caps = backend_capabilities(login.client_caps);
         if login.db.is_some() {
@@ -123,11 +136,7 @@ impl Greeted {
         resp.put_u32_le(crate::packet::MAX_PAYLOAD as u32 + 1);
         resp.put_u8(u8::try_from(login.collation).unwrap_or(FALLBACK_COLLATION));
         resp.put_slice(&[0u8; 19]);
-        let ext = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
-            0
-        } else {
-            (login.client_ext_caps & server_ext_caps).bits()
-        };
+        let ext = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) { 0 } else { (login.client_ext_caps & server_ext_caps).bits() };
         resp.put_u32_le(ext);
         resp.put_slice(login.user.as_bytes());
         resp.put_u8(0);
@@ -146,6 +155,35 @@ impl Greeted {
         let mut backend = Backend { io, addr, caps, connection_id, defaults, nonce };
         backend.setup(login.collation, true).await?;
         Ok(backend)
+    }
+}
+
+/// The user an unused greeted connection logs in as, to end its handshake with
+/// an authentication error rather than an interrupted one (no such account).
+pub const UNUSED_LOGIN_USER: &str = "baton-unused-greeting";
+
+impl Drop for Greeted {
+    fn drop(&mut self) {
+        let Some(mut io) = self.io.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let seq = self.seq.wrapping_add(1);
+        rt.spawn(async move {
+            let mut resp = Vec::with_capacity(64);
+            resp.put_u32_le(
+                (CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION | CapabilityFlags::CLIENT_PLUGIN_AUTH).bits(),
+            );
+            resp.put_u32_le(1 << 24);
+            resp.put_u8(FALLBACK_COLLATION);
+            resp.put_slice(&[0u8; 23]);
+            resp.put_slice(UNUSED_LOGIN_USER.as_bytes());
+            resp.put_u8(0);
+            resp.put_u8(0); // no proof
+            resp.put_slice(NATIVE_PLUGIN);
+            resp.put_u8(0);
+            if io.send(seq, &resp).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), io.read_logical(1 << 16)).await;
+            }
+        });
     }
 }
 
@@ -184,7 +222,7 @@ impl Backend {
         let row = self.query_row(DEFAULTS_SQL).await?;
         let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         self.defaults = ServerDefaults {
-            tracking: ClientTracking::from_server(&col(0), &col(1)),
+            tracking: ClientTracking::from_server(&col(0), &col(1), &col(3)),
             max_allowed_packet: String::from_utf8_lossy(&col(2)).parse().unwrap_or(16 << 20),
         };
         self.simple_command(SESSION_SETUP_SQL).await?;
@@ -250,9 +288,7 @@ impl Backend {
         if greeting.first() == Some(&0xff) {
             return Err(BackendError::Refused(greeting.to_vec()));
         }
-        let hs: HandshakePacket<'_> = ParseBuf(&greeting)
-            .parse(())
-            .map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
+        let hs: HandshakePacket<'_> = ParseBuf(&greeting).parse(()).map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
         if !hs.capabilities().contains(CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SESSION_TRACK) {
             return Err(BackendError::Protocol("server lacks protocol 4.1 or session tracking".into()));
         }
@@ -263,7 +299,8 @@ impl Backend {
             server_ext_caps: hs.mariadb_ext_capabilities(),
             nonce: hs.nonce().to_vec(),
             addr: addr.to_string(),
-            io,
+            io: Some(io),
+            slot: None,
         })
     }
 
@@ -361,7 +398,8 @@ impl Backend {
     }
 
     /// COM_STMT_PREPARE for baton's own use (restoring a session); returns the id.
-    pub async fn prepare(&mut self, sql: &[u8], deprecate_eof: bool) -> Result<u32, BackendError> {
+    pub async fn prepare(&mut self, sql: &[u8]) -> Result<u32, BackendError> {
+        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
         use crate::relay::{Class, Expect, Scanner};
         let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
         let mut payload = Vec::with_capacity(1 + sql.len());

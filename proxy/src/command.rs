@@ -28,19 +28,33 @@ pub enum Command {
     FieldList,
     Prepare,
     /// COM_STMT_EXECUTE: the client's statement id, and whether it opens a cursor.
-    Execute { id: u32, cursor: bool },
-    Fetch { id: u32 },
-    Reset { id: u32 },
+    Execute {
+        id: u32,
+        cursor: bool,
+    },
+    Fetch {
+        id: u32,
+    },
+    Reset {
+        id: u32,
+    },
     /// COM_STMT_SEND_LONG_DATA: never answered, even on error.
-    LongData { id: u32 },
-    Close { id: u32 },
+    LongData {
+        id: u32,
+    },
+    Close {
+        id: u32,
+    },
     /// COM_SET_OPTION: multi-statements on (`true`) or off.
     SetOption(bool),
     ChangeUser,
     ResetConnection,
     /// A packet too short for its command (ERR 1835, or silence for the
     /// commands that have no response).
-    Malformed { name: &'static str, silent: bool },
+    Malformed {
+        name: &'static str,
+        silent: bool,
+    },
     Unknown(u8),
 }
 

@@ -42,18 +42,20 @@ pub struct ProxyContext {
     /// The cluster whose primary greets a client before its user (and so its
     /// cluster) is known: the first configured.
     pub greeting_cluster: String,
+    /// Bounds the backend connections greeted before their client logged in (a
+    /// flood of clients that never log in must not use up the server's
+    /// connections); beyond it a client's id is baton's own counter.
+    pub greetings: Arc<tokio::sync::Semaphore>,
     started: std::time::Instant,
     next_conn_id: AtomicU32,
 }
 
+/// Most backend connections greeted ahead of a client login at once.
+pub const MAX_PENDING_GREETINGS: usize = 32;
+
 impl ProxyContext {
     /// Build from a validated config and the topology watch.
-    pub fn new(
-        config: &Config,
-        topology: watch::Receiver<Arc<Topology>>,
-        clusters: Registry,
-        metrics: Arc<baton_control::metrics::Metrics>,
-    ) -> Self {
+    pub fn new(config: &Config, topology: watch::Receiver<Arc<Topology>>, clusters: Registry, metrics: Arc<baton_control::metrics::Metrics>) -> Self {
         ProxyContext {
             limits: RwLock::new(Arc::new(limits_of(config))),
             users: RwLock::new(Arc::new(users_of(config))),
@@ -62,6 +64,7 @@ impl ProxyContext {
             metrics,
             threads: Arc::default(),
             greeting_cluster: config.clusters.first().map(|c| c.name.clone()).unwrap_or_default(),
+            greetings: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_GREETINGS)),
             started: std::time::Instant::now(),
             next_conn_id: AtomicU32::new(1),
         }

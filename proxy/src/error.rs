@@ -71,7 +71,13 @@ impl MysqlError {
     }
     /// 9102 (HY000): held in the buffer longer than the window; not executed.
     pub fn buffer_window(cluster: &str) -> Self {
-        Self::new(9102, "HY000", format!("baton: request held longer than the buffer window while cluster {cluster} had no established primary; it was not executed; retry"))
+        Self::new(
+            9102,
+            "HY000",
+            format!(
+                "baton: request held longer than the buffer window while cluster {cluster} had no established primary; it was not executed; retry"
+            ),
+        )
     }
     /// 9103 (HY000): evicted from a full buffer; not executed.
     pub fn buffer_full(cluster: &str) -> Self {
@@ -79,16 +85,30 @@ impl MysqlError {
     }
     /// 9104 (HY000): the failover lasted longer than the max failover duration; not executed.
     pub fn failover_timeout(cluster: &str) -> Self {
-        Self::new(9104, "HY000", format!("baton: cluster {cluster} had no established primary within the max failover duration; request not executed; retry"))
+        Self::new(
+            9104,
+            "HY000",
+            format!("baton: cluster {cluster} had no established primary within the max failover duration; request not executed; retry"),
+        )
     }
     /// 9105 (HY000): the connection to the primary was lost during COMMIT.
     pub fn commit_unknown() -> Self {
-        Self::new(9105, "HY000", "baton: connection to the primary lost during COMMIT; the transaction may or may not have committed; check before retrying")
+        Self::new(
+            9105,
+            "HY000",
+            "baton: connection to the primary lost during COMMIT; the transaction may or may not have committed; check before retrying",
+        )
     }
     /// 9105 (HY000): the connection to the primary was lost while a statement ran
     /// outside a transaction (an implicit commit): it may or may not have been applied.
     pub fn statement_unknown(why: &str) -> Self {
-        Self::new(9105, "HY000", format!("baton: connection to the primary lost while the statement ran ({why}); it may or may not have been applied; check before retrying"))
+        Self::new(
+            9105,
+            "HY000",
+            format!(
+                "baton: connection to the primary lost while the statement ran ({why}); it may or may not have been applied; check before retrying"
+            ),
+        )
     }
     /// 9106 (08S01): the session holds state that cannot follow it to another
     /// backend (named locks, table locks, temporary tables, XA, user variables,
@@ -96,7 +116,13 @@ impl MysqlError {
     /// backend session is gone: the session is closed rather than continued
     /// without it.
     pub fn session_state_lost(what: &str) -> Self {
-        Self::new(9106, "08S01", format!("baton: this session's backend was lost and its state cannot be carried to the new one ({what}); the connection is closed; reconnect"))
+        Self::new(
+            9106,
+            "08S01",
+            format!(
+                "baton: this session's backend was lost and its state cannot be carried to the new one ({what}); the connection is closed; reconnect"
+            ),
+        )
     }
     /// 1094 (HY000): `KILL` of a thread id that does not exist (where baton can
     /// tell: the id names a session now on another server).

@@ -59,9 +59,7 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
     io.send(0, &buf).await?;
 
     let (seq, _, payload) = io.read_logical(64 * 1024).await.map_err(|e| match e {
-        ProxyError::Fatal(err) if err.code == 1153 => {
-            ProxyError::Fatal(MysqlError::bad_handshake("handshake response larger than 64 KiB"))
-        }
+        ProxyError::Fatal(err) if err.code == 1153 => ProxyError::Fatal(MysqlError::bad_handshake("handshake response larger than 64 KiB")),
         other => other,
     })?;
     if seq != 1 {
@@ -75,9 +73,8 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
         let effective = offered & (server_capabilities() | CapabilityFlags::CLIENT_SSL).bits();
         payload[..4].copy_from_slice(&effective.to_le_bytes());
     }
-    let resp: HandshakeResponse<'_> = ParseBuf(&payload)
-        .parse(())
-        .map_err(|_| ProxyError::Fatal(MysqlError::bad_handshake("malformed handshake response")))?;
+    let resp: HandshakeResponse<'_> =
+        ParseBuf(&payload).parse(()).map_err(|_| ProxyError::Fatal(MysqlError::bad_handshake("malformed handshake response")))?;
     let client_caps = resp.capabilities();
     if client_caps.contains(CapabilityFlags::CLIENT_SSL) {
         return Err(ProxyError::Fatal(MysqlError::bad_handshake("TLS is not offered by this baton listener")));

@@ -32,11 +32,7 @@ pub struct Shutdown {
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Shutdown {
-            stop_accepting: CancellationToken::new(),
-            close_sessions: CancellationToken::new(),
-            sessions: TaskTracker::new(),
-        }
+        Shutdown { stop_accepting: CancellationToken::new(), close_sessions: CancellationToken::new(), sessions: TaskTracker::new() }
     }
 }
 
@@ -100,7 +96,19 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, con
     // Greet the primary first: its thread id is the client's connection id.
     let (greeted, registration) = greet_primary(&ctx, conn_id).await;
     let client_id = registration.client_id();
+    // Held for a client that logs in promptly; a slow one (or one that never
+    // does) gives it up, so idle peers cannot hold the primary's connections.
+    let held = Arc::new(std::sync::Mutex::new(greeted));
+    let release = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(GREETING_HOLD).await;
+            drop(held.lock().unwrap_or_else(|p| p.into_inner()).take());
+        })
+    };
     let hello = tokio::time::timeout(ctx.limits().handshake_timeout, handshake::accept(&mut io, &ctx, client_id, peer)).await;
+    release.abort();
+    let greeted = held.lock().unwrap_or_else(|p| p.into_inner()).take();
     let hello = match hello {
         Err(_) => {
             tracing::debug!("handshake timed out");
@@ -132,6 +140,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, con
     }
 }
 
+/// How long a backend connection greeted for a client waits for its login.
+const GREETING_HOLD: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// Open a connection to the greeting cluster's primary and read its greeting
 /// (with its term), and claim its thread id as the client's connection id. When
 /// the id is taken (a live session's id from another server) a new connection
@@ -139,12 +150,15 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, con
 /// the session connects after the client logged in (and reports the error then).
 async fn greet_primary(ctx: &ProxyContext, fallback_id: u32) -> (Option<(Greeted, u64)>, Registration) {
     const ATTEMPTS: usize = 3;
-    if let Some((addr, term)) = ctx.primary_of(&ctx.greeting_cluster) {
+    let slot = ctx.greetings.clone().try_acquire_owned().ok();
+    if let (Some(slot), Some((addr, term))) = (slot, ctx.primary_of(&ctx.greeting_cluster)) {
         let timeout = ctx.limits().backend_connect_timeout;
+        let mut slot = Some(slot);
         for _ in 0..ATTEMPTS {
-            let Ok(g) = Backend::greet(&addr, timeout).await else { break };
+            let Ok(mut g) = Backend::greet(&addr, timeout).await else { break };
             let thread = Thread { addr: addr.clone(), id: g.connection_id() };
             if let Some(r) = ctx.threads.register(g.connection_id(), thread) {
+                g.slot = slot.take();
                 return (Some((g, term)), r);
             }
         }

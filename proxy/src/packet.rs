@@ -59,6 +59,9 @@ pub struct PacketIo<S> {
     /// After `split_to`, `rbuf.capacity()` counts only what is left behind the
     /// packet handed out, not the allocation it keeps alive.
     rbuf_grown: bool,
+    /// The sequence id of the last packet header read (a reply to a refused
+    /// command carries the one after it).
+    last_seq: u8,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
@@ -68,6 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             rbuf: BytesMut::with_capacity(INITIAL_CAPACITY),
             wbuf: BytesMut::with_capacity(INITIAL_CAPACITY),
             rbuf_grown: false,
+            last_seq: 0,
         }
     }
 
@@ -157,6 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     async fn read_raw_bounded(&mut self, max: usize) -> Result<RawPacket> {
         loop {
             if let Some(len) = header_len(&self.rbuf) {
+                self.last_seq = self.rbuf[3];
                 if len > max {
                     return Err(ProxyError::Fatal(MysqlError::packet_too_large()));
                 }
@@ -167,6 +172,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             }
             self.fill().await?;
         }
+    }
+
+    /// The sequence id of the last packet header read.
+    pub fn last_seq(&self) -> u8 {
+        self.last_seq
     }
 
     /// Queue a payload as one logical packet starting at `seq` (split at 16 MiB).
@@ -190,6 +200,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     /// Queue bytes that are already framed (relayed packets).
     pub fn queue_raw(&mut self, bytes: &[u8]) {
         self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Queue a relayed packet with another sequence id (a response into which
+    /// baton inserted packets).
+    pub fn queue_raw_with_seq(&mut self, bytes: &[u8], seq: u8) {
+        if bytes.len() < 4 {
+            return;
+        }
+        self.wbuf.extend_from_slice(&bytes[..3]);
+        self.wbuf.put_u8(seq);
+        self.wbuf.extend_from_slice(&bytes[4..]);
+    }
+
+    /// Overwrite queued, unflushed bytes at `at` (a field of a packet queued
+    /// earlier in this response). False if they are no longer queued.
+    pub fn patch(&mut self, at: usize, bytes: &[u8]) -> bool {
+        match self.wbuf.get_mut(at..at + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Bytes queued and not yet flushed.

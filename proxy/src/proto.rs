@@ -58,7 +58,10 @@ pub fn server_capabilities() -> CapabilityFlags {
 
 /// Capabilities baton asks of the backend for a client with `client` capabilities:
 /// the format-affecting ones mirror the client so responses can be relayed as they
-/// are; session tracking is always on (baton needs `last_gtid` and session state).
+/// are; session tracking is always on (baton needs `last_gtid` and session state),
+/// and so is CLIENT_DEPRECATE_EOF: every response then ends in an OK packet,
+/// which carries the session state (an EOF does not); for a client without it
+/// baton writes the EOF packets back in (`session::old_eof`).
 pub fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
     use CapabilityFlags as C;
     let mirrored = C::CLIENT_LONG_PASSWORD
@@ -71,9 +74,9 @@ pub fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
         | C::CLIENT_IGNORE_SIGPIPE
         | C::CLIENT_MULTI_STATEMENTS
         | C::CLIENT_MULTI_RESULTS
-        | C::CLIENT_PS_MULTI_RESULTS
-        | C::CLIENT_DEPRECATE_EOF;
+        | C::CLIENT_PS_MULTI_RESULTS;
     (client & mirrored)
+        | C::CLIENT_DEPRECATE_EOF
         | C::CLIENT_LONG_FLAG
         | C::CLIENT_PROTOCOL_41
         | C::CLIENT_TRANSACTIONS
@@ -256,6 +259,15 @@ pub fn ok_with_session_state(header: u8, ok: &OkInfo<'_>, state: &[u8]) -> Vec<u
     buf
 }
 
+/// An old-style EOF packet payload (0xFE, warnings, status).
+pub fn eof_payload(warnings: u16, status: u16) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(5);
+    buf.put_u8(0xfe);
+    buf.put_u16_le(warnings);
+    buf.put_u16_le(status);
+    buf
+}
+
 /// Status flags of an old-style EOF packet (0xFE, warnings, status).
 pub fn eof_status(payload: &[u8]) -> Option<u16> {
     let mut c = Cursor::new(payload);
@@ -297,6 +309,19 @@ pub fn session_changes(mut data: &[u8]) -> Vec<StateChange<'_>> {
     out
 }
 
+/// Does the session state carry a SESSION_TRACK_STATE_CHANGE entry (type 2)?
+pub fn has_state_change(mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        let mut c = Cursor::new(data);
+        let (Some(kind), Some(_)) = (c.u8(), c.lenenc_bytes()) else { return false };
+        if kind == 2 {
+            return true;
+        }
+        data = c.rest();
+    }
+    false
+}
+
 /// The server error inside an ERR packet payload: (code, sqlstate, message).
 pub fn parse_err(payload: &[u8]) -> Option<(u16, String, String)> {
     let mut c = Cursor::new(payload);
@@ -333,10 +358,7 @@ mod tests {
         p.extend_from_slice(&state);
         let ok = parse_ok(&p).unwrap();
         assert_eq!(ok.info, b"x");
-        assert_eq!(
-            session_changes(ok.session_state),
-            vec![StateChange::SystemVariable { name: b"last_gtid", value: b"0-1-5" }]
-        );
+        assert_eq!(session_changes(ok.session_state), vec![StateChange::SystemVariable { name: b"last_gtid", value: b"0-1-5" }]);
         let plain = ok_without_session_track(0, &ok);
         assert_eq!(plain, vec![0x00, 1, 0, 2, 0, 0, 0, 1, b'x']);
     }

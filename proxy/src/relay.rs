@@ -28,14 +28,21 @@ pub enum Class {
     /// Relay as it is (rows, column definitions, continuation bytes).
     Data,
     /// An OK packet (header 0x00, or 0xFE as a result set terminator).
-    Ok { header: u8, status: u16 },
+    Ok {
+        header: u8,
+        status: u16,
+    },
     /// An old-style EOF packet.
-    Eof { status: u16 },
+    Eof {
+        status: u16,
+    },
     Err,
     /// 0xFB: the server asks for a local file; the client's data follows.
     LocalInfile,
     /// The first packet of a successful COM_STMT_PREPARE response.
-    PrepareOk { backend_id: u32 },
+    PrepareOk {
+        backend_id: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +62,21 @@ pub struct Scanner {
     st: St,
     deprecate_eof: bool,
     continued: bool,
+    /// The packet just fed was a result set's last column definition (with
+    /// CLIENT_DEPRECATE_EOF, where no EOF follows it).
+    columns_ended: bool,
 }
 
 impl Scanner {
     pub fn new(expect: Expect, deprecate_eof: bool) -> Self {
         let st = if expect == Expect::Rows { St::Rows } else { St::First };
-        Scanner { expect, st, deprecate_eof, continued: false }
+        Scanner { expect, st, deprecate_eof, continued: false, columns_ended: false }
+    }
+
+    /// Was the packet just fed a result set's last column definition (no EOF
+    /// follows it with CLIENT_DEPRECATE_EOF)? Reading clears it.
+    pub fn take_columns_ended(&mut self) -> bool {
+        std::mem::take(&mut self.columns_ended)
     }
 
     /// Is the response complete?
@@ -85,11 +101,7 @@ impl Scanner {
     }
 
     fn after_result(&mut self, status: u16) {
-        self.st = if status & SERVER_MORE_RESULTS_EXISTS != 0 && self.expect == Expect::ResultSet {
-            St::First
-        } else {
-            St::Done
-        };
+        self.st = if status & SERVER_MORE_RESULTS_EXISTS != 0 && self.expect == Expect::ResultSet { St::First } else { St::Done };
     }
 
     /// Classify the next packet of the response.
@@ -112,10 +124,7 @@ impl Scanner {
                     self.st = St::Done;
                     match first {
                         Some(0x00) | Some(0xfe) => {
-                            let status = proto::parse_ok(p)
-                                .map(|o| o.status)
-                                .or_else(|| proto::eof_status(p))
-                                .unwrap_or(0);
+                            let status = proto::parse_ok(p).map(|o| o.status).or_else(|| proto::eof_status(p)).unwrap_or(0);
                             if first == Some(0x00) || self.deprecate_eof {
                                 Class::Ok { header: p[0], status }
                             } else {
@@ -152,7 +161,10 @@ impl Scanner {
             },
             St::Columns(n) => {
                 self.st = match (n - 1, self.deprecate_eof) {
-                    (0, true) => St::Rows,
+                    (0, true) => {
+                        self.columns_ended = true;
+                        St::Rows
+                    }
                     (0, false) => St::ColumnsEof,
                     (left, _) => St::Columns(left),
                 };

@@ -10,7 +10,8 @@ use crate::backend::Backend;
 use crate::state::SessionState;
 
 /// Variables baton sets itself or that are not session state to restore.
-const SKIP: &[&[u8]] = &[b"last_gtid", b"session_track_system_variables", b"session_track_schema"];
+/// `insert_id` is consumed by the next INSERT: restoring it would apply it twice.
+const SKIP: &[&[u8]] = &[b"last_gtid", b"session_track_system_variables", b"session_track_schema", b"session_track_state_change", b"insert_id"];
 
 /// Variables whose empty tracked value means NULL (`SET character_set_results = NULL`).
 const NULLABLE: &[&[u8]] = &[b"character_set_results"];
@@ -35,8 +36,7 @@ fn valid_name(name: &[u8]) -> bool {
 
 /// The `SET SESSION` assignments restoring `state`'s variables.
 pub fn assignments(state: &SessionState) -> Vec<String> {
-    let mut vars: Vec<(&Vec<u8>, &Vec<u8>)> =
-        state.variables.iter().filter(|(n, _)| valid_name(n) && !SKIP.contains(&n.as_slice())).collect();
+    let mut vars: Vec<(&Vec<u8>, &Vec<u8>)> = state.variables.iter().filter(|(n, _)| valid_name(n) && !SKIP.contains(&n.as_slice())).collect();
     // A character set resets its collation: collations last.
     vars.sort_by_key(|(n, _)| (n.starts_with(b"collation_"), n.to_vec()));
     vars.into_iter()
@@ -51,7 +51,7 @@ pub fn assignments(state: &SessionState) -> Vec<String> {
 /// session must not go on without it). A prepared statement that cannot be
 /// prepared again (its table is gone) is dropped, as the server would have
 /// dropped it: its next use gets ERR 1243.
-pub async fn restore(backend: &mut Backend, state: &mut SessionState, deprecate_eof: bool) -> Result<(), String> {
+pub async fn restore(backend: &mut Backend, state: &mut SessionState) -> Result<(), String> {
     let sets = assignments(state);
     if !sets.is_empty() && backend.simple_command(&format!("SET SESSION {}", sets.join(", "))).await.is_err() {
         for a in &sets {
@@ -70,7 +70,7 @@ pub async fn restore(backend: &mut Backend, state: &mut SessionState, deprecate_
     ids.extend(state.last_prepared.filter(|id| state.statements.contains_key(id)));
     for id in ids {
         let sql = state.statements[&id].sql.clone();
-        match backend.prepare(&sql, deprecate_eof).await {
+        match backend.prepare(&sql).await {
             Ok(new_id) => {
                 if let Some(s) = state.statements.get_mut(&id) {
                     s.backend_id = new_id;
@@ -99,9 +99,6 @@ mod tests {
         s.variables.insert(b"time_zone".to_vec(), b"+01:00".to_vec());
         s.variables.insert(b"x; DROP".to_vec(), b"1".to_vec());
         s.variables.insert(b"init_connect".to_vec(), b"it's".to_vec());
-        assert_eq!(
-            assignments(&s),
-            vec!["init_connect = 'it''s'", "sql_mode = 'ANSI_QUOTES'", "time_zone = '+01:00'", "wait_timeout = 100"]
-        );
+        assert_eq!(assignments(&s), vec!["init_connect = 'it''s'", "sql_mode = 'ANSI_QUOTES'", "time_zone = '+01:00'", "wait_timeout = 100"]);
     }
 }

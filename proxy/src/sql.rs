@@ -3,13 +3,17 @@
 //! whether a read-only refusal (1290) of it proves nothing ran (so it may be held
 //! and re-sent), which session state it creates that cannot follow a session to
 //! another server (named locks, table locks, temporary tables, XA, user
-//! variables), and `KILL <id>` (whose id baton translates).
+//! variables, HANDLER, EXECUTE IMMEDIATE), the variables it sets to DEFAULT, and
+//! `KILL <id>` (whose id baton translates).
 //!
 //! The scan is a small lexer, not a parser: it skips quoted strings and comments
 //! (executable comments `/*! ... */` and `/*M! ... */` are read as code) and looks
-//! at the first words of each `;`-separated statement. Where the text is ambiguous
-//! to it (a backslash inside a string, whose meaning depends on sql_mode) it
-//! answers on the safe side: "may end a transaction", "not provably unexecuted".
+//! at the first tokens of each `;`-separated statement (after `SET STATEMENT ...
+//! FOR`, the statement it wraps). It keeps a bounded amount per statement and
+//! folds each into the result as it ends, so any text is read in linear time and
+//! constant memory. Where the text is ambiguous to it (a backslash inside a
+//! string, whose meaning depends on sql_mode; a wrapped statement it cannot find)
+//! it answers on the safe side: "may end a transaction", "not provably unexecuted".
 
 /// Session state a statement may create that a new backend session cannot have
 /// (a bit set).
@@ -30,6 +34,12 @@ impl Pins {
     pub const USER_VARIABLES: Pins = Pins(16);
     /// An open server-side cursor (COM_STMT_EXECUTE with a cursor flag).
     pub const CURSOR: Pins = Pins(32);
+    /// `HANDLER t OPEN`.
+    pub const HANDLER: Pins = Pins(64);
+    /// State baton cannot see: `EXECUTE IMMEDIATE`, `PREPARE ... FROM`, or a
+    /// change the server reported (session_track_state_change) with no variable
+    /// or schema change to explain it (a procedure's user variables, temporary tables).
+    pub const SERVER_STATE: Pins = Pins(128);
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
@@ -52,6 +62,8 @@ impl Pins {
             (Pins::XA, "an XA transaction"),
             (Pins::USER_VARIABLES, "user variables"),
             (Pins::CURSOR, "an open cursor"),
+            (Pins::HANDLER, "an open HANDLER"),
+            (Pins::SERVER_STATE, "session state baton cannot carry (SQL prepared statements, EXECUTE IMMEDIATE, state set by a procedure)"),
         ];
         names.iter().filter(|(p, _)| self.contains(*p)).map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
     }
@@ -79,141 +91,229 @@ pub struct Analysis {
     pub refusal_proves_unexecuted: bool,
     /// State this text may create that cannot move to another server.
     pub pins: Pins,
-    /// State this text releases (`UNLOCK TABLES`, `XA COMMIT`/`ROLLBACK`).
+    /// State this text releases (`UNLOCK TABLES`, `XA COMMIT`/`ROLLBACK`, `HANDLER t CLOSE`).
     pub unpins: Pins,
     /// A single `KILL <number>`.
     pub kill: Option<Kill>,
-    /// The user variables (`@name`) the text names, lower case, each once.
-    pub user_variables: Vec<Vec<u8>>,
-    /// Names `session_track_system_variables` or `session_track_schema`: the
-    /// client may change its tracking (the server does not always report it).
-    pub touches_tracking: bool,
+    /// Which of the tracking variables the text names (bit i: [`TRACKING`]\[i\]):
+    /// the client may change them (the server does not always report it).
+    pub touches_tracking: u8,
+    /// `SET STATEMENT ... FOR`: variables it names change for one statement only.
+    pub set_statement: bool,
+    /// System variables set to `DEFAULT` (lower case): not restored elsewhere
+    /// (the server reports a value for some, e.g. `timestamp`, that is not the default).
+    pub defaulted: Vec<String>,
 }
 
 /// Words that never end a transaction, as a statement's first word.
 const NON_ENDING: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "VALUES", "TABLE", "SHOW", "DESCRIBE", "DESC", "EXPLAIN",
-    "DO", "SAVEPOINT", "RELEASE", "HANDLER", "ROLLBACK", "(",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "REPLACE",
+    "WITH",
+    "VALUES",
+    "TABLE",
+    "SHOW",
+    "DESCRIBE",
+    "DESC",
+    "EXPLAIN",
+    "DO",
+    "SAVEPOINT",
+    "RELEASE",
+    "HANDLER",
+    "ROLLBACK",
+    "(",
 ];
 /// First words after which a read-only refusal may come after other statements ran.
 const COMPOUND: &[&str] = &["CALL", "EXECUTE", "IF", "CASE", "LOOP", "REPEAT", "WHILE", "FOR", "DECLARE", "LABEL"];
+/// Tokens kept per statement.
+const KEEP: usize = 24;
+/// Names set to DEFAULT kept per text.
+const KEEP_DEFAULTED: usize = 32;
+/// The tracking variables a client may set (lower case).
+pub const TRACKING: &[&str] = &["session_track_system_variables", "session_track_schema", "session_track_state_change"];
 
-/// One lexed statement: its first words (upper case) and what was seen in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A word or number (upper case in `text`).
+    Word,
+    /// A quoted string, identifier or user variable name (`text` is its content).
+    Quoted,
+    /// `@@[scope.]name` (`text` is the lower-case name).
+    SysVar,
+    /// `@name`.
+    UserVar,
+    Punct,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    kind: Kind,
+    text: String,
+    offset: usize,
+}
+
+/// One statement as the lexer keeps it: its first tokens and what was seen in it.
 #[derive(Debug, Default)]
 struct Stmt {
-    words: Vec<String>,
-    /// Byte offset of each of `words` in the text.
-    offsets: Vec<usize>,
-    /// A number token right after the first words (for KILL).
-    tokens: usize,
+    tokens: Vec<Token>,
+    count: usize,
     get_lock: bool,
-    /// `@name` user variables named (lower case: their names ignore case).
-    user_vars: Vec<Vec<u8>>,
-    /// A user variable whose name the lexer cannot be sure of.
-    user_var_unknown: bool,
-    tracking: bool,
+    user_var: bool,
+    tracking: u8,
     ambiguous: bool,
+}
+
+impl Stmt {
+    fn word(&self, i: usize) -> &str {
+        self.tokens.get(i).filter(|t| t.kind == Kind::Word || t.kind == Kind::Punct).map(|t| t.text.as_str()).unwrap_or("")
+    }
 }
 
 /// Analyse a statement text.
 pub fn analyse(sql: &[u8]) -> Analysis {
-    let stmts = lex(sql);
-    let mut a = Analysis {
-        multi: stmts.len() > 1,
-        refusal_proves_unexecuted: true,
-        ..Analysis::default()
-    };
-    for (i, s) in stmts.iter().enumerate() {
-        let w = |n: usize| s.words.get(n).map(String::as_str).unwrap_or("");
-        let first = w(0);
-        if s.ambiguous || !NON_ENDING.contains(&first) {
-            a.may_end_transaction = true;
+    let mut a = Analysis { refusal_proves_unexecuted: true, ..Analysis::default() };
+    let mut n = 0usize;
+    let mut first: Option<Stmt> = None;
+    lex(sql, &mut a, |s, a| {
+        fold(s, n == 0, a);
+        if n == 0 {
+            first = Some(std::mem::take(s));
         }
-        if i == 0 && (COMPOUND.contains(&first) || (first == "BEGIN" && w(1) == "NOT") || s.ambiguous) {
-            a.refusal_proves_unexecuted = false;
-        }
-        if s.get_lock {
-            a.pins = a.pins.union(Pins::NAMED_LOCK);
-        }
-        if s.user_var_unknown {
-            a.pins = a.pins.union(Pins::USER_VARIABLES);
-        }
-        for v in &s.user_vars {
-            if !a.user_variables.contains(v) {
-                a.user_variables.push(v.clone());
-            }
-        }
-        a.touches_tracking |= s.tracking;
-        match (first, w(1)) {
-            ("LOCK", "TABLE" | "TABLES") => a.pins = a.pins.union(Pins::TABLE_LOCK),
-            ("FLUSH", _) if s.words.iter().any(|x| x == "LOCK") => a.pins = a.pins.union(Pins::TABLE_LOCK),
-            ("UNLOCK", "TABLE" | "TABLES") => a.unpins = a.unpins.union(Pins::TABLE_LOCK),
-            ("CREATE", "TEMPORARY") => a.pins = a.pins.union(Pins::TEMP_TABLE),
-            ("CREATE", "OR") if w(2) == "REPLACE" && w(3) == "TEMPORARY" => a.pins = a.pins.union(Pins::TEMP_TABLE),
-            ("XA", "START" | "BEGIN") => a.pins = a.pins.union(Pins::XA),
-            ("XA", "COMMIT" | "ROLLBACK") => a.unpins = a.unpins.union(Pins::XA),
-            _ => {}
-        }
-    }
+        n += 1;
+    });
+    a.multi = n > 1;
     if a.multi {
         a.may_end_transaction = true;
     }
-    if !a.user_variables.is_empty() {
-        // Reading them back after each statement would reset ROW_COUNT(),
-        // FOUND_ROWS() and the warnings the client is about to read: held instead.
-        a.pins = a.pins.union(Pins::USER_VARIABLES);
-    }
-    if let [s] = stmts.as_slice() {
+    if let (1, Some(s)) = (n, first.as_ref()) {
         a.kill = kill(sql, s);
     }
     a
 }
 
-/// `KILL [HARD|SOFT] [CONNECTION|QUERY] <digits>` and nothing else.
+/// The index of the statement's own first token: past `SET STATEMENT ... FOR`.
+fn start(s: &Stmt) -> Option<usize> {
+    if s.word(0) == "SET" && s.word(1) == "STATEMENT" {
+        return s.tokens.iter().position(|t| t.kind == Kind::Word && t.text == "FOR").map(|i| i + 1);
+    }
+    Some(0)
+}
+
+fn fold(s: &Stmt, is_first: bool, a: &mut Analysis) {
+    let at = start(s);
+    a.set_statement |= at.is_some_and(|i| i > 0) || at.is_none();
+    let b = at.unwrap_or(0);
+    let w = |n: usize| s.word(b + n);
+    let first = w(0);
+    if s.ambiguous || at.is_none() || !NON_ENDING.contains(&first) {
+        a.may_end_transaction = true;
+    }
+    if is_first && (at.is_none() || s.ambiguous || COMPOUND.contains(&first) || (first == "BEGIN" && w(1) == "NOT")) {
+        a.refusal_proves_unexecuted = false;
+    }
+    let mut pin = |p: Pins| a.pins = a.pins.union(p);
+    if s.get_lock {
+        pin(Pins::NAMED_LOCK);
+    }
+    if s.user_var {
+        // Reading them back after each statement would reset ROW_COUNT(),
+        // FOUND_ROWS() and the warnings the client is about to read: held instead.
+        pin(Pins::USER_VARIABLES);
+    }
+    let handler_word = |x: &str| (1..5).any(|i| w(i) == x);
+    match (first, w(1)) {
+        ("LOCK", "TABLE" | "TABLES") => pin(Pins::TABLE_LOCK),
+        ("FLUSH", _) if (1..KEEP).any(|i| w(i) == "LOCK") => pin(Pins::TABLE_LOCK),
+        ("CREATE", "TEMPORARY") => pin(Pins::TEMP_TABLE),
+        ("CREATE", "OR") if w(2) == "REPLACE" && w(3) == "TEMPORARY" => pin(Pins::TEMP_TABLE),
+        ("XA", "START" | "BEGIN") => pin(Pins::XA),
+        ("HANDLER", _) if handler_word("OPEN") => pin(Pins::HANDLER),
+        ("EXECUTE", "IMMEDIATE") | ("PREPARE", _) => pin(Pins::SERVER_STATE),
+        ("UNLOCK", "TABLE" | "TABLES") => a.unpins = a.unpins.union(Pins::TABLE_LOCK),
+        ("XA", "COMMIT" | "ROLLBACK") => a.unpins = a.unpins.union(Pins::XA),
+        ("HANDLER", _) if handler_word("CLOSE") => a.unpins = a.unpins.union(Pins::HANDLER),
+        _ => {}
+    }
+    a.touches_tracking |= s.tracking;
+}
+
+/// `KILL [HARD|SOFT] [CONNECTION|QUERY] <id>`, the id a number, `(number)`,
+/// `'number'` or `0xhex`, and nothing else.
 fn kill(sql: &[u8], s: &Stmt) -> Option<Kill> {
-    if s.words.first().map(String::as_str) != Some("KILL") {
+    if s.word(0) != "KILL" {
         return None;
     }
     let mut i = 1;
-    if matches!(s.words.get(i).map(String::as_str), Some("HARD" | "SOFT")) {
+    if matches!(s.word(i), "HARD" | "SOFT") {
         i += 1;
     }
-    if matches!(s.words.get(i).map(String::as_str), Some("CONNECTION" | "QUERY")) {
+    if matches!(s.word(i), "CONNECTION" | "QUERY") {
         i += 1;
     }
-    // Exactly one more token, a number.
-    if s.words.len() != i + 1 || s.tokens != i + 1 {
+    let rest = &s.tokens[i.min(s.tokens.len())..];
+    if s.count != s.tokens.len() {
         return None;
     }
-    let id: u64 = s.words[i].parse().ok()?;
-    let prefix = String::from_utf8_lossy(&sql[..s.offsets[i]]).into_owned();
+    let number = |t: &Token| -> Option<u64> {
+        match t.kind {
+            Kind::Word => match t.text.strip_prefix("0X") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => t.text.parse().ok(),
+            },
+            Kind::Quoted => t.text.trim().parse().ok(),
+            _ => None,
+        }
+    };
+    let id = match rest {
+        [t] => number(t)?,
+        [o, t, c] if o.text == "(" && c.text == ")" => number(t)?,
+        _ => return None,
+    };
+    let prefix = String::from_utf8_lossy(&sql[..rest[0].offset]).into_owned();
     Some(Kill { prefix, id })
 }
 
-/// Split into statements and record their first words (up to 8) and features.
-fn lex(sql: &[u8]) -> Vec<Stmt> {
-    let mut out = Vec::new();
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Split into statements; hand each to `done` as it ends.
+fn lex(sql: &[u8], a: &mut Analysis, mut done: impl FnMut(&mut Stmt, &mut Analysis)) {
     let mut cur = Stmt::default();
     let mut i = 0;
     let n = sql.len();
-    let mut last_word_get_lock = false;
+    let push = |cur: &mut Stmt, kind: Kind, text: String, offset: usize| {
+        cur.count += 1;
+        if cur.tokens.len() < KEEP {
+            cur.tokens.push(Token { kind, text, offset });
+        }
+    };
+    // The last two tokens, for GET_LOCK( and name = DEFAULT.
+    let mut prev: (Kind, String) = (Kind::Punct, String::new());
+    let mut prev2: (Kind, String) = (Kind::Punct, String::new());
     while i < n {
         let c = sql[i];
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => i += 1,
-            b'#' => i = skip_line(sql, i),
+        let start = i;
+        let (kind, text): (Kind, String) = match c {
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
+                i += 1;
+                continue;
+            }
+            b'#' => {
+                i = skip_line(sql, i);
+                continue;
+            }
             b'-' if sql.get(i + 1) == Some(&b'-') && sql.get(i + 2).is_none_or(|b| b.is_ascii_whitespace()) => {
-                i = skip_line(sql, i)
+                i = skip_line(sql, i);
+                continue;
             }
             b'/' if sql.get(i + 1) == Some(&b'*') => {
                 // Executable comments are code: step inside, past the version digits.
-                if sql.get(i + 2) == Some(&b'!') {
-                    i += 3;
-                    while i < n && sql[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                } else if sql.get(i + 2) == Some(&b'M') && sql.get(i + 3) == Some(&b'!') {
-                    i += 4;
+                if sql.get(i + 2) == Some(&b'!') || (sql.get(i + 2) == Some(&b'M') && sql.get(i + 3) == Some(&b'!')) {
+                    i += if sql[i + 2] == b'!' { 3 } else { 4 };
                     while i < n && sql[i].is_ascii_digit() {
                         i += 1;
                     }
@@ -223,100 +323,98 @@ fn lex(sql: &[u8]) -> Vec<Stmt> {
                         None => n,
                     };
                 }
+                continue;
             }
-            b'*' if sql.get(i + 1) == Some(&b'/') => i += 2, // the end of an executable comment
-            b'\'' | b'"' | b'`' => {
-                let (end, backslash) = skip_quoted(sql, i);
-                if backslash {
-                    cur.ambiguous = true;
-                }
-                cur.tokens += 1;
-                last_word_get_lock = false;
-                i = end;
+            b'*' if sql.get(i + 1) == Some(&b'/') => {
+                i += 2; // the end of an executable comment
+                continue;
             }
             b';' => {
                 i += 1;
-                if cur.tokens > 0 {
-                    out.push(std::mem::take(&mut cur));
+                if cur.count > 0 {
+                    done(&mut cur, a);
+                    cur = Stmt::default();
                 }
+                prev = (Kind::Punct, String::new());
+                prev2 = prev.clone();
+                continue;
+            }
+            b'\'' | b'"' | b'`' => {
+                let (end, backslash, content) = quoted(sql, i);
+                cur.ambiguous |= backslash;
+                i = end;
+                (Kind::Quoted, content)
+            }
+            b'@' if sql.get(i + 1) == Some(&b'@') => {
+                // A system variable: @@[scope.]name.
+                i += 2;
+                let s = i;
+                while i < n && (is_word_byte(sql[i]) || sql[i] == b'.') {
+                    i += 1;
+                }
+                let full = String::from_utf8_lossy(&sql[s..i]).to_ascii_lowercase();
+                let name = full.rsplit('.').next().unwrap_or("").to_string();
+                (Kind::SysVar, name)
             }
             b'@' => {
-                if sql.get(i + 1) == Some(&b'@') {
-                    // A system variable: skip @@[scope.]name.
-                    i += 2;
-                    while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'.') {
-                        i += 1;
+                i += 1;
+                match sql.get(i) {
+                    Some(b'\'' | b'"' | b'`') => {
+                        let (end, backslash, _) = quoted(sql, i);
+                        cur.ambiguous |= backslash;
+                        cur.user_var = true;
+                        i = end;
                     }
-                } else {
-                    i += 1;
-                    match sql.get(i) {
-                        Some(b'\'' | b'"' | b'`') => {
-                            let (end, backslash) = skip_quoted(sql, i);
-                            let q = sql[i];
-                            let inner = &sql[i + 1..end.saturating_sub(1).max(i + 1)];
-                            if backslash || end > sql.len() || end < i + 2 {
-                                cur.user_var_unknown = true;
-                            } else {
-                                let doubled = [q, q];
-                                let mut name = Vec::with_capacity(inner.len());
-                                let mut k = 0;
-                                while k < inner.len() {
-                                    name.push(inner[k]);
-                                    k += if inner[k..].starts_with(&doubled) { 2 } else { 1 };
-                                }
-                                cur.user_vars.push(name.to_ascii_lowercase());
-                            }
-                            i = end;
+                    Some(&b) if is_word_byte(b) || b == b'.' => {
+                        while i < n && (is_word_byte(sql[i]) || sql[i] == b'.') {
+                            i += 1;
                         }
-                        Some(&b) if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.') || b >= 0x80 => {
-                            let start = i;
-                            while i < n && (sql[i].is_ascii_alphanumeric() || matches!(sql[i], b'_' | b'$' | b'.') || sql[i] >= 0x80) {
-                                i += 1;
-                            }
-                            cur.user_vars.push(sql[start..i].to_ascii_lowercase());
-                        }
-                        _ => {}
+                        cur.user_var = true;
                     }
+                    _ => {}
                 }
-                cur.tokens += 1;
-                last_word_get_lock = false;
+                (Kind::UserVar, String::new())
             }
-            _ if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 => {
-                let start = i;
-                while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$' || sql[i] >= 0x80) {
+            _ if is_word_byte(c) => {
+                while i < n && is_word_byte(sql[i]) {
                     i += 1;
                 }
-                let word = String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase();
-                last_word_get_lock = word == "GET_LOCK";
-                if word == "SESSION_TRACK_SYSTEM_VARIABLES" || word == "SESSION_TRACK_SCHEMA" {
-                    cur.tracking = true;
-                }
-                if cur.words.len() < 8 {
-                    cur.words.push(word);
-                    cur.offsets.push(start);
-                }
-                cur.tokens += 1;
+                (Kind::Word, String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase())
             }
             _ => {
-                if c == b'(' {
-                    if last_word_get_lock {
-                        cur.get_lock = true;
-                    }
-                    if cur.tokens == 0 {
-                        cur.words.push("(".into());
-                        cur.offsets.push(i);
-                    }
-                }
-                last_word_get_lock = false;
-                cur.tokens += 1;
                 i += 1;
+                // `:=` as one token, so `name := DEFAULT` reads like `name = DEFAULT`.
+                if c == b':' && sql.get(i) == Some(&b'=') {
+                    i += 1;
+                    (Kind::Punct, "=".into())
+                } else {
+                    (Kind::Punct, (c as char).to_string())
+                }
+            }
+        };
+        if kind == Kind::Punct && text == "(" && prev.0 == Kind::Word && prev.1 == "GET_LOCK" {
+            cur.get_lock = true;
+        }
+        let lower = text.to_ascii_lowercase();
+        if kind == Kind::Word || kind == Kind::SysVar {
+            if let Some(i) = TRACKING.iter().position(|t| *t == lower) {
+                cur.tracking |= 1 << i;
             }
         }
+        if kind == Kind::Word
+            && text == "DEFAULT"
+            && prev.1 == "="
+            && matches!(prev2.0, Kind::Word | Kind::SysVar)
+            && a.defaulted.len() < KEEP_DEFAULTED
+        {
+            a.defaulted.push(prev2.1.to_ascii_lowercase());
+        }
+        prev2 = std::mem::replace(&mut prev, (kind, text.clone()));
+        push(&mut cur, kind, text, start);
     }
-    if cur.tokens > 0 {
-        out.push(cur);
+    if cur.count > 0 {
+        done(&mut cur, a);
     }
-    out
 }
 
 fn skip_line(sql: &[u8], i: usize) -> usize {
@@ -326,11 +424,13 @@ fn skip_line(sql: &[u8], i: usize) -> usize {
     }
 }
 
-/// Skip a quoted string or identifier starting at `i`; returns (end, saw a backslash).
-fn skip_quoted(sql: &[u8], i: usize) -> (usize, bool) {
+/// A quoted string or identifier starting at `i`: (end, saw a backslash or no
+/// end, its content up to 64 bytes).
+fn quoted(sql: &[u8], i: usize) -> (usize, bool, String) {
     let q = sql[i];
     let mut j = i + 1;
     let mut backslash = false;
+    let mut content = Vec::new();
     while j < sql.len() {
         let c = sql[j];
         if c == b'\\' && q != b'`' {
@@ -340,14 +440,20 @@ fn skip_quoted(sql: &[u8], i: usize) -> (usize, bool) {
         }
         if c == q {
             if sql.get(j + 1) == Some(&q) {
+                if content.len() < 64 {
+                    content.push(q);
+                }
                 j += 2; // a doubled quote
                 continue;
             }
-            return (j + 1, backslash);
+            return (j + 1, backslash, String::from_utf8_lossy(&content).into_owned());
+        }
+        if content.len() < 64 {
+            content.push(c);
         }
         j += 1;
     }
-    (sql.len(), true)
+    (sql.len(), true, String::from_utf8_lossy(&content).into_owned())
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -419,9 +525,12 @@ mod tests {
         assert_eq!(analyse(b"create or replace temporary table t (a int)").pins, Pins::TEMP_TABLE);
         assert_eq!(analyse(b"XA START 'x'").pins, Pins::XA);
         assert_eq!(analyse(b"SET @a = 1").pins, Pins::USER_VARIABLES);
-        assert_eq!(analyse(b"SET @A = 1, @b := 2").user_variables, vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(analyse(b"SELECT 1 INTO @`x``y`").user_variables, vec![b"x`y".to_vec()]);
-        assert_eq!(analyse(b"SELECT @'it''s'").user_variables, vec![b"it's".to_vec()]);
+        assert_eq!(analyse(b"SELECT 1 INTO @`x``y`").pins, Pins::USER_VARIABLES);
+        assert_eq!(analyse(b"SELECT @'it''s'").pins, Pins::USER_VARIABLES);
+        assert_eq!(analyse(b"HANDLER t OPEN").pins, Pins::HANDLER);
+        assert_eq!(analyse(b"HANDLER db.t CLOSE").unpins, Pins::HANDLER);
+        assert_eq!(analyse(b"EXECUTE IMMEDIATE 'SELECT GET_LOCK(1, 1)'").pins, Pins::SERVER_STATE);
+        assert_eq!(analyse(b"PREPARE s FROM 'SELECT 1'").pins, Pins::SERVER_STATE);
         assert_eq!(analyse(b"SELECT @'a\\b'").pins, Pins::USER_VARIABLES);
         assert_eq!(analyse(b"SELECT @@session.sql_mode, 'a@b'").pins, Pins::NONE);
         assert_eq!(analyse(b"FLUSH TABLES WITH READ LOCK").pins, Pins::TABLE_LOCK);
@@ -434,9 +543,38 @@ mod tests {
         assert_eq!(k("kill query 7"), Some(Kill { prefix: "kill query ".into(), id: 7 }));
         assert_eq!(k("KILL HARD CONNECTION 9"), Some(Kill { prefix: "KILL HARD CONNECTION ".into(), id: 9 }));
         assert_eq!(k("KILL QUERY ID 9"), None);
+        assert_eq!(k("KILL QUERY (9)"), Some(Kill { prefix: "KILL QUERY ".into(), id: 9 }));
+        assert_eq!(k("KILL '9'"), Some(Kill { prefix: "KILL ".into(), id: 9 }));
+        assert_eq!(k("KILL 0x1f"), Some(Kill { prefix: "KILL ".into(), id: 31 }));
+        assert_eq!(k("KILL 9 + 1"), None);
         assert_eq!(k("KILL CONNECTION_ID()"), None);
         assert_eq!(k("KILL 1; KILL 2"), None);
         assert_eq!(k("KILL USER app"), None);
+    }
+
+    #[test]
+    fn wrapped_statements_tracking_and_defaults() {
+        let a = analyse(b"SET STATEMENT max_statement_time=0 FOR CALL p('x')");
+        assert!(!a.refusal_proves_unexecuted && a.may_end_transaction && a.set_statement);
+        let a = analyse(b"SET STATEMENT max_statement_time=0 FOR INSERT INTO t VALUES (1)");
+        assert!(a.refusal_proves_unexecuted && !a.may_end_transaction);
+        assert!(!analyse(b"SET STATEMENT a=1, b=2, c=3").refusal_proves_unexecuted);
+        assert_eq!(analyse(b"SET @@session.session_track_system_variables=''").touches_tracking, 1);
+        assert_eq!(analyse(b"set session_track_state_change=1").touches_tracking, 4);
+        assert_eq!(analyse(b"SET timestamp = DEFAULT, @@session.sql_mode := DEFAULT, x = 1").defaulted, vec!["timestamp", "sql_mode"]);
+    }
+
+    #[test]
+    fn linear_in_time_and_constant_in_memory() {
+        let mut q = b"SELECT 0".to_vec();
+        for i in 0..60_000 {
+            q.extend_from_slice(format!(",@v{i}").as_bytes());
+        }
+        let t = std::time::Instant::now();
+        assert_eq!(analyse(&q).pins, Pins::USER_VARIABLES);
+        let many = b"x;".repeat(1 << 20);
+        assert!(analyse(&many).multi);
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "quadratic? {:?}", t.elapsed());
     }
 
     proptest! {

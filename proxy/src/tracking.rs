@@ -6,7 +6,8 @@
 //! `session_track_schema` to other values (MariaDB Connector/J does at connect):
 //! baton keeps the client's values here, puts its own back on the backend, and
 //! filters each OK packet's session-state information down to what the server
-//! would have sent the client with its own values. Source: MariaDB KB
+//! would have sent the client with its own values (`session_track_state_change`
+//! too: baton switches it on to learn of state it cannot see). Source: MariaDB KB
 //! "session_track_system_variables", and the OK packet's session state
 //! ("OK_Packet", MariaDB protocol pages): entries of (type u8, lenenc data);
 //! type 0 system variable (lenenc name, lenenc value), 1 schema.
@@ -18,9 +19,11 @@ use crate::proto::{put_lenenc, Cursor};
 /// The names baton intercepts (their values as the client set them live here).
 pub const TRACK_VARIABLES: &[u8] = b"session_track_system_variables";
 pub const TRACK_SCHEMA: &[u8] = b"session_track_schema";
+pub const TRACK_STATE_CHANGE: &[u8] = b"session_track_state_change";
 
 const SYSTEM_VARIABLE: u8 = 0;
 const SCHEMA: u8 = 1;
+const STATE_CHANGE: u8 = 2;
 
 /// What one client asked to track.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +31,13 @@ pub struct ClientTracking {
     /// None: every variable (`*`); otherwise the lower-case names.
     variables: Option<Vec<Vec<u8>>>,
     schema: bool,
+    state_change: bool,
 }
 
 impl Default for ClientTracking {
     /// MariaDB 10.11's defaults.
     fn default() -> Self {
-        let mut t = ClientTracking { variables: None, schema: true };
+        let mut t = ClientTracking { variables: None, schema: true, state_change: false };
         t.set_variables(b"autocommit,character_set_client,character_set_connection,character_set_results,time_zone");
         t
     }
@@ -41,26 +45,28 @@ impl Default for ClientTracking {
 
 impl ClientTracking {
     /// From the server's values for a new session (`@@session_track_*`).
-    pub fn from_server(variables: &[u8], schema: &[u8]) -> Self {
-        let mut t = ClientTracking { variables: None, schema: true };
+    pub fn from_server(variables: &[u8], schema: &[u8], state_change: &[u8]) -> Self {
+        let mut t = ClientTracking { variables: None, schema: true, state_change: false };
         t.set_variables(variables);
         t.set_schema(schema);
+        t.set_state_change(state_change);
         t
+    }
+
+    /// `session_track_state_change` as the client set it.
+    pub fn set_state_change(&mut self, value: &[u8]) {
+        self.state_change = on(value);
     }
 
     /// `session_track_system_variables` as the client set it: a comma list, `*` for all.
     pub fn set_variables(&mut self, value: &[u8]) {
-        let names: Vec<Vec<u8>> = value
-            .split(|&b| b == b',')
-            .map(|n| n.trim_ascii().to_ascii_lowercase())
-            .filter(|n| !n.is_empty())
-            .collect();
+        let names: Vec<Vec<u8>> = value.split(|&b| b == b',').map(|n| n.trim_ascii().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect();
         self.variables = if names.iter().any(|n| n == b"*") { None } else { Some(names) };
     }
 
     /// `session_track_schema` as the client set it (ON/OFF/1/0).
     pub fn set_schema(&mut self, value: &[u8]) {
-        self.schema = matches!(value.to_ascii_uppercase().as_slice(), b"ON" | b"1" | b"TRUE");
+        self.schema = on(value);
     }
 
     fn tracks(&self, name: &[u8]) -> bool {
@@ -84,6 +90,7 @@ impl ClientTracking {
             let keep = match kind {
                 SYSTEM_VARIABLE => Cursor::new(body).lenenc_bytes().is_none_or(|name| self.tracks(name)),
                 SCHEMA => self.schema,
+                STATE_CHANGE => self.state_change,
                 _ => true,
             };
             let end = state.len() - rest.len();
@@ -106,6 +113,10 @@ impl ClientTracking {
             }
         }
     }
+}
+
+fn on(value: &[u8]) -> bool {
+    matches!(value.to_ascii_uppercase().as_slice(), b"ON" | b"1" | b"TRUE")
 }
 
 /// Encode one system-variable entry (for tests and baton's own packets).

@@ -44,9 +44,8 @@ impl ClusterInfo {
 
     /// The cluster described by the file named in environment variable `var`.
     pub fn from_var(var: &str) -> ClusterInfo {
-        let path = std::env::var(var).unwrap_or_else(|_| {
-            panic!("{var} is not set: run the tests with scripts/test.sh, which starts the MariaDB clusters")
-        });
+        let path =
+            std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh, which starts the MariaDB clusters"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
         serde_json::from_str(&text).expect("cluster info JSON")
     }
@@ -199,8 +198,10 @@ impl Cluster {
         };
         for (i, s) in sockets.iter().enumerate() {
             cluster.wait_ready(i, s)?;
-            sql(s, &format!(
-                "SET sql_log_bin=0;
+            sql(
+                s,
+                &format!(
+                    "SET sql_log_bin=0;
                  CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}';
                  GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, CREATE TEMPORARY TABLES,
                        LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, EVENT,
@@ -210,16 +211,20 @@ impl Cluster {
                  CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}';
                  GRANT REPLICATION SLAVE, REPLICATION SLAVE ADMIN, SLAVE MONITOR ON *.* TO '{REPL_USER}'@'%';
                  RESET MASTER;"
-            ))?;
+                ),
+            )?;
         }
         let primary_port = servers[0].rsplit(':').next().unwrap().to_string();
         sql(&sockets[0], "SET GLOBAL read_only=OFF")?;
         for s in &sockets[1..] {
-            sql(s, &format!(
-                "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary_port}, MASTER_USER='{REPL_USER}',
+            sql(
+                s,
+                &format!(
+                    "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary_port}, MASTER_USER='{REPL_USER}',
                  MASTER_PASSWORD='{REPL_PASSWORD}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
                  START SLAVE;"
-            ))?;
+                ),
+            )?;
         }
         sql(&sockets[0], "CREATE DATABASE IF NOT EXISTS baton_test; CREATE DATABASE IF NOT EXISTS sbtest;")?;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -18,6 +18,8 @@ pub const CAPS: u32 = 0x4 | 0x8 | 0x200 | 0x2000 | 0x8000 | 0x1_0000 | 0x2_0000 
 
 pub struct Raw {
     pub io: PacketIo<TcpStream>,
+    /// Whether CLIENT_DEPRECATE_EOF was asked for (how responses are framed).
+    pub deprecate_eof: bool,
     /// The connection id from the greeting.
     pub id: u32,
     pub nonce: Vec<u8>,
@@ -75,6 +77,11 @@ impl Response {
 impl Raw {
     /// Connect to 127.0.0.1:port and log in as user/password (native password).
     pub async fn login(port: u16, user: &str, password: &str, db: Option<&str>) -> Raw {
+        Self::login_with(port, user, password, db, CAPS).await
+    }
+
+    /// Log in with these capability flags.
+    pub async fn login_with(port: u16, user: &str, password: &str, db: Option<&str>, caps: u32) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut io = PacketIo::new(s);
         let (_, _, g) = io.read_logical(1 << 16).await.unwrap();
@@ -84,7 +91,7 @@ impl Raw {
         let id = u32::from_le_bytes(rest[..4].try_into().unwrap());
         let mut nonce = rest[4..12].to_vec();
         nonce.extend_from_slice(&rest[31..43]);
-        let mut p = CAPS.to_le_bytes().to_vec();
+        let mut p = caps.to_le_bytes().to_vec();
         p.extend_from_slice(&(1u32 << 30).to_le_bytes());
         p.push(45);
         p.extend_from_slice(&[0u8; 23]);
@@ -99,7 +106,7 @@ impl Raw {
         io.send(1, &p).await.unwrap();
         let (_, _, r) = io.read_logical(1 << 16).await.unwrap();
         assert_eq!(r[0], 0, "login OK: {:?}", proto::parse_err(&r));
-        Raw { io, id, nonce }
+        Raw { io, id, nonce, deprecate_eof: caps & 0x100_0000 != 0 }
     }
 
     /// Send a command payload (sequence 0) and read its response.
@@ -109,7 +116,7 @@ impl Raw {
     }
 
     pub async fn response(&mut self, expect: Expect) -> Response {
-        let mut scanner = Scanner::new(expect, true);
+        let mut scanner = Scanner::new(expect, self.deprecate_eof);
         let mut packets = Vec::new();
         while !scanner.done() {
             let pkt: RawPacket = tokio::time::timeout(Duration::from_secs(20), self.io.read_raw())

@@ -86,7 +86,11 @@ pub async fn source_of(c: &mut Conn) -> String {
         Some(r) => {
             let host: String = r.get("Master_Host").unwrap_or_default();
             let port: String = r.get::<Option<String>, _>("Master_Port").flatten().unwrap_or_default();
-            if host.is_empty() { String::new() } else { format!("{host}:{port}") }
+            if host.is_empty() {
+                String::new()
+            } else {
+                format!("{host}:{port}")
+            }
         }
     }
 }

@@ -44,8 +44,7 @@ impl EtcdStore {
     /// Connect, create a record (term 1) for every configured cluster etcd does not
     /// know yet, read the topology, and follow it until `stop`.
     pub async fn connect(cfg: &TopologyConfig, clusters: &[ClusterConfig], stop: CancellationToken) -> Result<EtcdStore, ControlError> {
-        let endpoints: Vec<String> =
-            cfg.endpoints.iter().map(|e| if e.starts_with("http://") { e.clone() } else { format!("http://{e}") }).collect();
+        let endpoints: Vec<String> = cfg.endpoints.iter().map(|e| if e.starts_with("http://") { e.clone() } else { format!("http://{e}") }).collect();
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let unreachable = |message: String| ControlError::EtcdUnreachable { endpoints: cfg.endpoints.join(", "), message };
         let opts = ConnectOptions::new().with_connect_timeout(timeout).with_keep_alive(Duration::from_secs(1), timeout);
@@ -71,9 +70,11 @@ impl EtcdStore {
         for c in clusters {
             let record = ClusterRecord { primary: c.primary.clone(), term: 1, servers: c.servers.clone() };
             let key = store.record_key(&c.name);
-            let txn = Txn::new()
-                .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key, serde_json::to_vec(&record).expect("record serialises"), None)]);
+            let txn = Txn::new().when([Compare::version(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
+                key,
+                serde_json::to_vec(&record).expect("record serialises"),
+                None,
+            )]);
             store.timed(store.client().txn(txn)).await.map_err(|e| unreachable(e.to_string()))?;
         }
         let (topo, revision) = store.list().await.map_err(|e| unreachable(e.to_string()))?;
@@ -172,9 +173,11 @@ impl EtcdStore {
         if record.term <= current.term {
             return Err(ControlError::StaleTerm { cluster: name.into(), attempted: record.term, current: current.term });
         }
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())])
-            .and_then([TxnOp::put(key.clone(), serde_json::to_vec(&record).expect("record serialises"), None)]);
+        let txn = Txn::new().when([Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())]).and_then([TxnOp::put(
+            key.clone(),
+            serde_json::to_vec(&record).expect("record serialises"),
+            None,
+        )]);
         let sent = self.timed(self.client().txn(txn)).await;
         if !matches!(&sent, Ok(r) if r.succeeded()) {
             // Refused (someone else wrote in between) or no answer (it may have been

@@ -36,10 +36,7 @@ impl FileStore {
         let mut changed = false;
         for c in clusters {
             if !topo.clusters.contains_key(&c.name) {
-                topo.clusters.insert(
-                    c.name.clone(),
-                    ClusterRecord { primary: c.primary.clone(), term: 1, servers: c.servers.clone() },
-                );
+                topo.clusters.insert(c.name.clone(), ClusterRecord { primary: c.primary.clone(), term: 1, servers: c.servers.clone() });
                 changed = true;
             }
         }
@@ -67,11 +64,7 @@ impl FileStore {
         let mut topo = read_file(&self.inner.path)?.unwrap_or_default();
         let current = topo.clusters.get(name).ok_or_else(|| ControlError::UnknownCluster(name.into()))?;
         if record.term <= current.term {
-            return Err(ControlError::StaleTerm {
-                cluster: name.into(),
-                attempted: record.term,
-                current: current.term,
-            });
+            return Err(ControlError::StaleTerm { cluster: name.into(), attempted: record.term, current: current.term });
         }
         topo.clusters.insert(name.into(), record);
         write_file(&self.inner.path, &topo)?;
@@ -116,9 +109,7 @@ impl FileStore {
 
 fn read_file(path: &Path) -> Result<Option<Topology>, ControlError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ControlError::StoreCorrupt { path: path.into(), message: e.to_string() }),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| ControlError::StoreCorrupt { path: path.into(), message: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(ControlError::StoreIo { path: path.into(), source }),
     }
@@ -147,9 +138,7 @@ mod tests {
     use super::*;
 
     fn cluster(primary: &str) -> ClusterConfig {
-        let text = format!(
-            "name = \"main\"\nservers = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nprimary = \"{primary}\"\n"
-        );
+        let text = format!("name = \"main\"\nservers = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nprimary = \"{primary}\"\n");
         toml::from_str(&text).unwrap()
     }
 

@@ -13,6 +13,7 @@
 
 mod change_user;
 mod kill;
+mod old_eof;
 mod respond;
 mod route;
 
@@ -99,6 +100,9 @@ pub struct Session {
     reassert_tracking: bool,
     /// A character set changed: read `@@collation_connection` after the response.
     refresh_collation: bool,
+    /// The server reported a session state change (SESSION_TRACK_STATE_CHANGE)
+    /// with no variable or schema change beside it, in the current response.
+    state_changed: bool,
     /// Sequence id for baton's own reply to the current command.
     reply_seq: u8,
     /// The largest command accepted: the backend's `max_allowed_packet`, capped
@@ -147,7 +151,13 @@ impl Session {
         // The greeted connection serves if it is on the primary the topology names now.
         let fresh = greeted.filter(|(g, term)| ctx.primary_of(&cluster.name).is_some_and(|(p, t)| p == g.addr() && t == *term));
         let connected = match fresh {
-            Some((g, term)) => g.login(&login, timeout).await.map(|b| (b, term)).map_err(MysqlErrorOrRaw::from),
+            Some((g, term)) => match g.login(&login, timeout).await {
+                Ok(b) => Ok((b, term)),
+                Err(BackendError::Refused(raw)) => Err(MysqlErrorOrRaw::Raw(raw)),
+                // The server gave up on the greeted connection (a client slower
+                // than its connect_timeout): a fresh one.
+                Err(_) => route::connect_primary(&ctx, &cluster.name, &login, registration.client_id()).await,
+            },
             None => route::connect_primary(&ctx, &cluster.name, &login, registration.client_id()).await,
         };
         let (backend, term) = match connected {
@@ -187,6 +197,7 @@ impl Session {
             sent: false,
             reassert_tracking: false,
             refresh_collation: false,
+            state_changed: false,
             reply_seq: 1,
             max_packet,
             registration,
@@ -206,7 +217,10 @@ impl Session {
             };
             let (seq, last_seq, payload) = match read {
                 Ok(p) => p,
-                Err(e) => return self.fail(e, 1).await,
+                Err(e) => {
+                    let seq = self.client.last_seq().wrapping_add(1);
+                    return self.fail(e, seq).await;
+                }
             };
             if seq != 0 {
                 return self.fail(ProxyError::Fatal(MysqlError::packets_out_of_order()), seq.wrapping_add(1)).await;
@@ -281,7 +295,9 @@ impl Session {
                         return Ok(true);
                     }
                 }
-                if id != crate::command::LAST_PREPARED && self.state.statement(id).is_none() {
+                // 0xFFFFFFFF with no statement prepared last (never, failed or
+                // closed): the server's 1243, whichever backend this is.
+                if self.state.statement(id).is_none() {
                     if matches!(command, Command::LongData { .. }) {
                         return Ok(true);
                     }

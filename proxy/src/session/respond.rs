@@ -9,19 +9,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mysql_common::constants::CapabilityFlags;
 
+use super::old_eof::OldEof;
 use super::route::{is_read_only, Relayed};
 use super::Session;
 use crate::error::{ProxyError, Result};
 use crate::proto::{self, StateChange};
 use crate::relay::{Class, Expect, Scanner};
-use crate::tracking::{TRACK_SCHEMA, TRACK_VARIABLES};
+use crate::tracking::{TRACK_SCHEMA, TRACK_STATE_CHANGE, TRACK_VARIABLES};
 
 /// Flush relayed bytes to the client once this many are queued.
 const FLUSH_AT: usize = 64 * 1024;
 
 impl Session {
     pub(super) async fn relay(&mut self, expect: Expect) -> Result<Relayed> {
-        let mut scanner = Scanner::new(expect, self.deprecate_eof());
+        // Backends always speak CLIENT_DEPRECATE_EOF; `old` rewrites for a client that does not.
+        let mut scanner = Scanner::new(expect, true);
+        let mut old = (!self.deprecate_eof()).then(OldEof::default);
         let mut last_ok = false;
         let mut first = true;
         let term = self.backend_term;
@@ -39,63 +42,115 @@ impl Session {
                 }
             };
             let class = scanner.feed(&pkt);
+            let columns_ended = scanner.take_columns_ended();
             if first && class == Class::Err && proto::parse_err(pkt.payload()).is_some_and(|e| is_read_only(&e)) {
                 return Ok(Relayed::ReadOnly(Bytes::copy_from_slice(pkt.payload())));
             }
             first = false;
             self.relayed_any = true;
+            let seq = pkt.seq();
+            if let Some(o) = old.as_mut().filter(|o| o.columns_eof_due) {
+                o.columns_eof_due = false;
+                let cursor = matches!(class, Class::Ok { header: 0xfe, status } if status & proto::SERVER_STATUS_CURSOR_EXISTS != 0);
+                if !cursor {
+                    // A cursor's terminator is itself the one EOF (converted below).
+                    let status = match class {
+                        Class::Ok { status, .. } => status & !proto::SERVER_SESSION_STATE_CHANGED,
+                        _ => {
+                            // Status bytes: after the 4-byte header, 0xFE and 2 bytes of warnings.
+                            o.status_at = Some(self.client.queued() + 7);
+                            self.state.status & super::old_eof::SESSION_FLAGS
+                        }
+                    };
+                    self.client.queue(seq.wrapping_add(o.shift), &proto::eof_payload(0, status));
+                    o.shift = o.shift.wrapping_add(1);
+                }
+            }
+            let shift = old.as_ref().map_or(0, |o| o.shift);
+            let out_seq = seq.wrapping_add(shift);
             match class {
-                Class::Data => self.client.queue_raw(&pkt.bytes),
+                Class::Data => {
+                    self.client.queue_raw_with_seq(&pkt.bytes, out_seq);
+                    if let Some(o) = old.as_mut().filter(|o| o.prepare.is_some()) {
+                        if o.definition() {
+                            self.client.queue(out_seq.wrapping_add(1), &proto::eof_payload(0, self.state.status));
+                            o.shift = o.shift.wrapping_add(1);
+                        }
+                    }
+                }
                 Class::Ok { header, status } => {
                     self.state.status = status;
                     last_ok = true;
-                    self.relay_ok(header, &pkt.bytes);
+                    if let Some(at) = old.as_mut().and_then(|o| o.status_at.take()) {
+                        self.client.patch(at, &(status & !proto::SERVER_SESSION_STATE_CHANGED).to_le_bytes());
+                    }
+                    self.relay_ok(header, &pkt.bytes, out_seq, old.is_some());
                 }
                 Class::Eof { status } => {
                     self.state.status = status;
                     last_ok = true;
-                    self.client.queue_raw(&pkt.bytes);
+                    self.client.queue_raw_with_seq(&pkt.bytes, out_seq);
                 }
                 Class::Err => {
                     last_ok = false;
-                    self.client.queue_raw(&pkt.bytes);
+                    self.client.queue_raw_with_seq(&pkt.bytes, out_seq);
                 }
                 Class::PrepareOk { backend_id } => {
                     let sql = self.pending_prepare.take().unwrap_or_default();
                     let id = self.state.add_statement(backend_id, sql);
                     let mut bytes = pkt.bytes.to_vec();
                     bytes[5..9].copy_from_slice(&id.to_le_bytes());
-                    self.client.queue_raw(&bytes);
+                    self.client.queue_raw_with_seq(&bytes, out_seq);
+                    if let Some(o) = old.as_mut() {
+                        o.prepared(pkt.payload());
+                    }
                     last_ok = true;
                 }
                 Class::LocalInfile => {
-                    self.client.queue_raw(&pkt.bytes);
+                    self.client.queue_raw_with_seq(&pkt.bytes, out_seq);
                     self.client.flush().await?;
                     self.relay_local_infile().await?;
+                }
+            }
+            if columns_ended {
+                if let Some(o) = old.as_mut() {
+                    o.columns_eof_due = true;
                 }
             }
             if scanner.done() {
                 break;
             }
-            if !self.backend.as_ref().expect("ensured").io.has_buffered_packet() || self.client.queued() >= FLUSH_AT {
+            let patch_pending = old.as_ref().is_some_and(|o| o.status_at.is_some());
+            let drained = !self.backend.as_ref().expect("ensured").io.has_buffered_packet();
+            if (drained && !patch_pending) || self.client.queued() >= FLUSH_AT {
                 self.client.flush().await?;
+                if let Some(o) = old.as_mut() {
+                    o.status_at = None;
+                }
             }
         }
         self.client.flush().await?;
         Ok(Relayed::Done(last_ok))
     }
 
-    /// Track what an OK packet says, and relay it in the form the client expects.
-    fn relay_ok(&mut self, header: u8, bytes: &[u8]) {
+    /// Track what an OK packet says, and relay it in the form the client expects
+    /// (sequence id `seq`; an OK terminator as an EOF for an old-EOF client).
+    fn relay_ok(&mut self, header: u8, bytes: &[u8], seq: u8, old_eof: bool) {
         let payload = &bytes[4..];
         let Some(ok) = proto::parse_ok(payload) else {
-            self.client.queue_raw(bytes);
+            self.client.queue_raw_with_seq(bytes, seq);
             return;
         };
         if ok.last_insert_id != 0 {
             self.state.last_insert_id = ok.last_insert_id;
         }
-        for change in proto::session_changes(ok.session_state) {
+        let changes = proto::session_changes(ok.session_state);
+        let explained = changes.iter().any(|c| !matches!(c, StateChange::Other));
+        let reported_state_change = proto::has_state_change(ok.session_state);
+        if reported_state_change && !explained {
+            self.state_changed = true;
+        }
+        for change in changes {
             match change {
                 StateChange::SystemVariable { name, value } => {
                     if name == b"last_gtid" {
@@ -107,6 +162,9 @@ impl Session {
                         self.reassert_tracking = true;
                     } else if name.eq_ignore_ascii_case(TRACK_SCHEMA) {
                         self.state.tracking.set_schema(value);
+                        self.reassert_tracking = true;
+                    } else if name.eq_ignore_ascii_case(TRACK_STATE_CHANGE) {
+                        self.state.tracking.set_state_change(value);
                         self.reassert_tracking = true;
                     } else {
                         if name == b"character_set_connection" {
@@ -124,16 +182,21 @@ impl Session {
                 StateChange::Other => {}
             }
         }
+        if old_eof && header == 0xfe {
+            let eof = proto::eof_payload(ok.warnings, ok.status & !proto::SERVER_SESSION_STATE_CHANGED);
+            self.client.queue(seq, &eof);
+            return;
+        }
         if !self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
             let plain = proto::ok_without_session_track(header, &ok);
-            self.client.queue(bytes[3], &plain);
+            self.client.queue(seq, &plain);
             return;
         }
         match self.state.tracking.filter(ok.session_state) {
-            Cow::Borrowed(_) => self.client.queue_raw(bytes),
+            Cow::Borrowed(_) => self.client.queue_raw_with_seq(bytes, seq),
             Cow::Owned(state) => {
                 let p = proto::ok_with_session_state(header, &ok, &state);
-                self.client.queue(bytes[3], &p);
+                self.client.queue(seq, &p);
             }
         }
     }

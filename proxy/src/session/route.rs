@@ -205,7 +205,10 @@ impl Session {
                     Err(NotReady::Unavailable(e)) => {
                         drop(admission);
                         self.ctx.metrics.backend_error(BackendErrorClass::Connect);
-                        if read_only_retries < READ_ONLY_RETRIES && self.begin_reactive("primary unreachable") {
+                        // An ERR from the server (refused login, too many
+                        // connections) is this session's answer: the primary is up.
+                        let unreachable = matches!(e, MysqlErrorOrRaw::Mysql(_));
+                        if unreachable && read_only_retries < READ_ONLY_RETRIES && self.begin_reactive("primary unreachable") {
                             read_only_retries += 1;
                             continue;
                         }
@@ -221,15 +224,24 @@ impl Session {
             drop(to_send);
             match result {
                 Ok(Relayed::Done(_)) => {}
-                Ok(Relayed::ReadOnly(_)) if pinned => {
+                Ok(Relayed::ReadOnly(err)) if pinned => {
                     // Inside a transaction on a revoked primary (announced or not: a
-                    // proxy cut off from the announcement learns it here): end it with
-                    // one documented error (dropping the backend rolls it back), and
-                    // hold what comes next until a primary is established.
+                    // proxy cut off from the announcement learns it here).
                     self.ctx.metrics.backend_error(BackendErrorClass::ReadOnly);
                     if self.cluster.gate.phase() == Phase::Idle {
                         self.begin_reactive("primary is read-only (1290) inside a transaction");
                     }
+                    if !self.analysis(&command).is_none_or(|a| a.refusal_proves_unexecuted) {
+                        // A CALL or compound statement may have run (even
+                        // committed) statements before the refused one: the
+                        // server's own error, as it is; the session stays on its
+                        // backend, as on the server.
+                        self.client.send(self.reply_seq, &err).await?;
+                        return Ok(());
+                    }
+                    // Nothing of it ran: end the transaction with one documented
+                    // error (dropping the backend rolls it back), and hold what
+                    // comes next until a primary is established.
                     self.backend = None;
                     return self.lose_transaction(&command, false).await;
                 }
@@ -360,8 +372,7 @@ impl Session {
             }
             Err(e) => return Err(NotReady::Unavailable(e)),
         };
-        let deprecate_eof = self.deprecate_eof();
-        if let Err(what) = crate::restore::restore(&mut backend, &mut self.state, deprecate_eof).await {
+        if let Err(what) = crate::restore::restore(&mut backend, &mut self.state).await {
             tracing::warn!(%what, "session state could not be restored on the new backend");
             return Err(NotReady::StateLost(what));
         }
@@ -437,34 +448,36 @@ impl Session {
     }
 
     /// Bookkeeping after a relayed response: pins, cursors, options, tracking.
+    /// Never fails towards the client (its response is complete): if the backend
+    /// fails during baton's own follow-up, it is dropped and the next command
+    /// finds it gone.
     async fn after(&mut self, command: &Command, r: &Relayed) -> Result<()> {
         let ok = matches!(r, Relayed::Done(true));
-        match command {
-            Command::Query(a) => {
-                self.state.held = self.state.held.union(a.pins).without(a.unpins);
-                if a.touches_tracking {
-                    // Read what the client set (not reported when its new list
-                    // leaves the variable out), then put baton's back.
-                    let b = self.backend.as_mut().expect("ensured");
-                    let row = b
-                        .query_row("SELECT @@session_track_system_variables, @@session_track_schema")
-                        .await
-                        .map_err(|e| ProxyError::BackendLost(e.to_string()))?;
-                    if let [Some(vars), Some(schema)] = row.as_slice() {
-                        self.state.tracking.set_variables(vars);
-                        self.state.tracking.set_schema(schema);
-                    }
-                    self.reassert_tracking = true;
-                }
+        let state_changed = std::mem::take(&mut self.state_changed);
+        let analysis = match command {
+            Command::Query(a) => Some((**a).clone()),
+            Command::Execute { id, .. } => self.state.statement(*id).map(|(_, s)| s.analysis.clone()),
+            _ => None,
+        };
+        if let Some(a) = &analysis {
+            self.state.held = self.state.held.union(a.pins).without(a.unpins);
+            if state_changed && a.pins.is_empty() {
+                // The server says session state changed and nothing baton read
+                // explains it (a procedure's user variables or temporary tables).
+                self.state.held = self.state.held.union(crate::sql::Pins::SERVER_STATE);
             }
+            for name in &a.defaulted {
+                self.state.variables.remove(name.as_bytes());
+            }
+        }
+        match command {
             Command::Execute { id, cursor } => {
                 self.long_data_pending = false;
-                let Some((id, s)) = self.state.statement(*id) else { return Ok(()) };
-                let (pins, unpins) = (s.analysis.pins, s.analysis.unpins);
-                self.state.held = self.state.held.union(pins).without(unpins);
-                self.state.cursors.remove(&id);
-                if *cursor && ok && self.state.status & proto::SERVER_STATUS_CURSOR_EXISTS != 0 {
-                    self.state.cursors.insert(id);
+                if let Some((id, _)) = self.state.statement(*id) {
+                    self.state.cursors.remove(&id);
+                    if *cursor && ok && self.state.status & proto::SERVER_STATUS_CURSOR_EXISTS != 0 {
+                        self.state.cursors.insert(id);
+                    }
                 }
             }
             Command::Fetch { id } if self.state.status & proto::SERVER_STATUS_LAST_ROW_SENT != 0 || !ok => {
@@ -489,16 +502,52 @@ impl Session {
             }
             _ => {}
         }
+        if let Err(e) = self.follow_up(analysis.as_ref(), ok).await {
+            tracing::info!(error = %e, "backend lost during baton's follow-up; the next command reconnects");
+            self.backend = None;
+        }
+        Ok(())
+    }
+
+    /// baton's own statements after a response: read back what the server does
+    /// not report (a client's tracking change, `collation_connection`), record the
+    /// GTID of a write made while the client had tracking off, and put baton's
+    /// tracking back.
+    async fn follow_up(&mut self, analysis: Option<&crate::sql::Analysis>, ok: bool) -> std::result::Result<(), crate::backend::BackendError> {
+        let b = self.backend.as_mut().expect("ensured");
+        let named = analysis.map(|a| a.touches_tracking).unwrap_or(0);
+        if named != 0 {
+            let row =
+                b.query_row("SELECT @@session_track_system_variables, @@session_track_schema, @@session_track_state_change, @@last_gtid").await?;
+            if let [Some(vars), Some(schema), Some(state), gtid] = row.as_slice() {
+                // Only what the statement named is the client's (the rest is
+                // baton's); a failed SET changed nothing; SET STATEMENT changed
+                // it for one statement.
+                if ok && !analysis.is_some_and(|a| a.set_statement) {
+                    if named & 1 != 0 {
+                        self.state.tracking.set_variables(vars);
+                    }
+                    if named & 2 != 0 {
+                        self.state.tracking.set_schema(schema);
+                    }
+                    if named & 4 != 0 {
+                        self.state.tracking.set_state_change(state);
+                    }
+                }
+                if let Some(g) = gtid.as_ref().filter(|g| !g.is_empty()) {
+                    self.cluster.acked.record(g);
+                }
+            }
+            self.reassert_tracking = true;
+        }
         if std::mem::take(&mut self.refresh_collation) {
-            let b = self.backend.as_mut().expect("ensured");
-            let row = b.query_row("SELECT @@collation_connection").await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+            let row = b.query_row("SELECT @@collation_connection").await?;
             if let [Some(c)] = row.as_slice() {
                 self.state.variables.insert(b"collation_connection".to_vec(), c.clone());
             }
         }
         if std::mem::take(&mut self.reassert_tracking) {
-            let b = self.backend.as_mut().expect("ensured");
-            b.simple_command(crate::backend::SESSION_SETUP_SQL).await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+            b.simple_command(crate::backend::SESSION_SETUP_SQL).await?;
         }
         Ok(())
     }
