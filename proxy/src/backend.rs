@@ -314,6 +314,21 @@ impl Backend {
         self.io.read_raw().await.map_err(|e| ProxyError::BackendLost(e.to_string()))
     }
 
+    /// Queue bytes already framed (relayed from the client: LOCAL INFILE data).
+    pub fn queue_raw(&mut self, bytes: &[u8]) {
+        self.io.queue_raw(bytes);
+    }
+
+    /// Bytes queued for this backend and not yet written.
+    pub fn queued(&self) -> usize {
+        self.io.queued()
+    }
+
+    /// Write what is queued; a failure is this backend lost.
+    pub async fn flush(&mut self) -> Result<(), ProxyError> {
+        self.io.flush().await.map_err(|e| ProxyError::BackendLost(e.to_string()))
+    }
+
     /// Run a query returning at most one row, for baton's own use: the row's
     /// values (None for NULL); empty when no row.
     pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<Vec<u8>>>, BackendError> {

@@ -206,9 +206,9 @@ impl Session {
         loop {
             let pkt = self.client.read_raw().await?;
             let b = self.backend.as_mut().expect("ensured");
-            b.io.queue_raw(&pkt.bytes);
-            if b.io.queued() >= FLUSH_AT || pkt.payload_len() == 0 {
-                b.io.flush().await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+            b.queue_raw(&pkt.bytes);
+            if b.queued() >= FLUSH_AT || pkt.payload_len() == 0 {
+                b.flush().await?;
             }
             if pkt.payload_len() == 0 {
                 return Ok(());
