@@ -135,30 +135,64 @@ const KEEP_DEFAULTED: usize = 32;
 /// The tracking variables a client may set (lower case).
 pub const TRACKING: &[&str] = &["session_track_system_variables", "session_track_schema", "session_track_state_change"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Kind {
-    /// A word or number (upper case in `text`).
+    /// A word or number.
     Word,
-    /// A quoted string, identifier or user variable name (`text` is its content).
+    /// A quoted string or identifier.
     Quoted,
-    /// `@@[scope.]name` (`text` is the lower-case name).
+    /// `@@[scope.]name`.
     SysVar,
     /// `@name`.
     UserVar,
+    #[default]
     Punct,
 }
 
-#[derive(Debug, Clone)]
+/// Up to [`Text::CAP`] bytes of a token, upper case (no allocation).
+#[derive(Debug, Clone, Copy, Default)]
+struct Text {
+    buf: [u8; Text::CAP],
+    len: u8,
+    /// Longer than `CAP`: never equal to a keyword or number baton compares.
+    long: bool,
+}
+
+impl Text {
+    const CAP: usize = 24;
+
+    fn upper(bytes: &[u8]) -> Text {
+        let mut t = Text { long: bytes.len() > Self::CAP, ..Text::default() };
+        let n = bytes.len().min(Self::CAP);
+        t.buf[..n].copy_from_slice(&bytes[..n]);
+        t.buf[..n].make_ascii_uppercase();
+        t.len = n as u8;
+        t
+    }
+
+    fn as_str(&self) -> &str {
+        if self.long {
+            return "";
+        }
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+/// One token: its kind, its text (upper case, bounded) and where it is.
+#[derive(Debug, Clone, Copy, Default)]
 struct Token {
     kind: Kind,
-    text: String,
-    offset: usize,
+    text: Text,
+    /// Byte range in the statement text (for quoted tokens, quotes included).
+    start: usize,
+    end: usize,
 }
 
 /// One statement as the lexer keeps it: its first tokens and what was seen in it.
 #[derive(Debug, Default)]
 struct Stmt {
-    tokens: Vec<Token>,
+    tokens: [Token; KEEP],
+    kept: usize,
     count: usize,
     get_lock: bool,
     user_var: bool,
@@ -167,8 +201,12 @@ struct Stmt {
 }
 
 impl Stmt {
+    fn tokens(&self) -> &[Token] {
+        &self.tokens[..self.kept]
+    }
+
     fn word(&self, i: usize) -> &str {
-        self.tokens.get(i).filter(|t| t.kind == Kind::Word || t.kind == Kind::Punct).map(|t| t.text.as_str()).unwrap_or("")
+        self.tokens().get(i).filter(|t| t.kind == Kind::Word || t.kind == Kind::Punct).map(|t| t.text.as_str()).unwrap_or("")
     }
 }
 
@@ -197,7 +235,7 @@ pub fn analyse(sql: &[u8]) -> Analysis {
 /// The index of the statement's own first token: past `SET STATEMENT ... FOR`.
 fn start(s: &Stmt) -> Option<usize> {
     if s.word(0) == "SET" && s.word(1) == "STATEMENT" {
-        return s.tokens.iter().position(|t| t.kind == Kind::Word && t.text == "FOR").map(|i| i + 1);
+        return s.tokens().iter().position(|t| t.kind == Kind::Word && t.text.as_str() == "FOR").map(|i| i + 1);
     }
     Some(0)
 }
@@ -253,26 +291,26 @@ fn kill(sql: &[u8], s: &Stmt) -> Option<Kill> {
     if matches!(s.word(i), "CONNECTION" | "QUERY") {
         i += 1;
     }
-    let rest = &s.tokens[i.min(s.tokens.len())..];
-    if s.count != s.tokens.len() {
+    let rest = &s.tokens()[i.min(s.kept)..];
+    if s.count != s.kept {
         return None;
     }
     let number = |t: &Token| -> Option<u64> {
         match t.kind {
-            Kind::Word => match t.text.strip_prefix("0X") {
+            Kind::Word => match t.text.as_str().strip_prefix("0X") {
                 Some(hex) => u64::from_str_radix(hex, 16).ok(),
-                None => t.text.parse().ok(),
+                None => t.text.as_str().parse().ok(),
             },
-            Kind::Quoted => t.text.trim().parse().ok(),
+            Kind::Quoted => std::str::from_utf8(sql.get(t.start + 1..t.end.saturating_sub(1))?).ok()?.trim().parse().ok(),
             _ => None,
         }
     };
     let id = match rest {
         [t] => number(t)?,
-        [o, t, c] if o.text == "(" && c.text == ")" => number(t)?,
+        [o, t, c] if o.text.as_str() == "(" && c.text.as_str() == ")" => number(t)?,
         _ => return None,
     };
-    let prefix = String::from_utf8_lossy(&sql[..rest[0].offset]).into_owned();
+    let prefix = String::from_utf8_lossy(&sql[..rest[0].start]).into_owned();
     Some(Kill { prefix, id })
 }
 
@@ -285,19 +323,13 @@ fn lex(sql: &[u8], a: &mut Analysis, mut done: impl FnMut(&mut Stmt, &mut Analys
     let mut cur = Stmt::default();
     let mut i = 0;
     let n = sql.len();
-    let push = |cur: &mut Stmt, kind: Kind, text: String, offset: usize| {
-        cur.count += 1;
-        if cur.tokens.len() < KEEP {
-            cur.tokens.push(Token { kind, text, offset });
-        }
-    };
-    // The last two tokens, for GET_LOCK( and name = DEFAULT.
-    let mut prev: (Kind, String) = (Kind::Punct, String::new());
-    let mut prev2: (Kind, String) = (Kind::Punct, String::new());
+    // The last two tokens, for `GET_LOCK(` and `name = DEFAULT`.
+    let mut prev = Token::default();
+    let mut prev2 = Token::default();
     while i < n {
         let c = sql[i];
         let start = i;
-        let (kind, text): (Kind, String) = match c {
+        let kind = match c {
             b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
                 i += 1;
                 continue;
@@ -335,32 +367,29 @@ fn lex(sql: &[u8], a: &mut Analysis, mut done: impl FnMut(&mut Stmt, &mut Analys
                     done(&mut cur, a);
                     cur = Stmt::default();
                 }
-                prev = (Kind::Punct, String::new());
-                prev2 = prev.clone();
+                prev = Token::default();
+                prev2 = prev;
                 continue;
             }
             b'\'' | b'"' | b'`' => {
-                let (end, backslash, content) = quoted(sql, i);
+                let (end, backslash) = skip_quoted(sql, i);
                 cur.ambiguous |= backslash;
                 i = end;
-                (Kind::Quoted, content)
+                Kind::Quoted
             }
             b'@' if sql.get(i + 1) == Some(&b'@') => {
                 // A system variable: @@[scope.]name.
                 i += 2;
-                let s = i;
                 while i < n && (is_word_byte(sql[i]) || sql[i] == b'.') {
                     i += 1;
                 }
-                let full = String::from_utf8_lossy(&sql[s..i]).to_ascii_lowercase();
-                let name = full.rsplit('.').next().unwrap_or("").to_string();
-                (Kind::SysVar, name)
+                Kind::SysVar
             }
             b'@' => {
                 i += 1;
                 match sql.get(i) {
                     Some(b'\'' | b'"' | b'`') => {
-                        let (end, backslash, _) = quoted(sql, i);
+                        let (end, backslash) = skip_quoted(sql, i);
                         cur.ambiguous |= backslash;
                         cur.user_var = true;
                         i = end;
@@ -373,44 +402,65 @@ fn lex(sql: &[u8], a: &mut Analysis, mut done: impl FnMut(&mut Stmt, &mut Analys
                     }
                     _ => {}
                 }
-                (Kind::UserVar, String::new())
+                Kind::UserVar
             }
             _ if is_word_byte(c) => {
                 while i < n && is_word_byte(sql[i]) {
                     i += 1;
                 }
-                (Kind::Word, String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase())
+                Kind::Word
             }
             _ => {
                 i += 1;
-                // `:=` as one token, so `name := DEFAULT` reads like `name = DEFAULT`.
+                // `:=` reads like `=` (so `name := DEFAULT` is `name = DEFAULT`).
                 if c == b':' && sql.get(i) == Some(&b'=') {
                     i += 1;
-                    (Kind::Punct, "=".into())
-                } else {
-                    (Kind::Punct, (c as char).to_string())
                 }
+                Kind::Punct
             }
         };
-        if kind == Kind::Punct && text == "(" && prev.0 == Kind::Word && prev.1 == "GET_LOCK" {
+        let bytes = &sql[start..i];
+        let text = match kind {
+            Kind::Punct if bytes == b":=" => Text::upper(b"="),
+            Kind::Quoted | Kind::UserVar => Text::default(),
+            _ => Text::upper(bytes),
+        };
+        let tok = Token { kind, text, start, end: i };
+        if kind == Kind::Punct && text.as_str() == "(" && prev.kind == Kind::Word && prev.text.as_str() == "GET_LOCK" {
             cur.get_lock = true;
         }
-        let lower = text.to_ascii_lowercase();
-        if kind == Kind::Word || kind == Kind::SysVar {
-            if let Some(i) = TRACKING.iter().position(|t| *t == lower) {
-                cur.tracking |= 1 << i;
+        // The variable's own name: a word, or @@name after its scope.
+        let name = |t: &Token| -> &[u8] {
+            let b = &sql[t.start..t.end];
+            match t.kind {
+                Kind::SysVar => {
+                    let b = b.strip_prefix(b"@@").unwrap_or(b);
+                    b.rsplit(|&x| x == b'.').next().unwrap_or(b)
+                }
+                _ => b,
+            }
+        };
+        if matches!(kind, Kind::Word | Kind::SysVar) {
+            let nm = name(&tok);
+            if let Some(k) = TRACKING.iter().position(|t| t.as_bytes().eq_ignore_ascii_case(nm)) {
+                cur.tracking |= 1 << k;
             }
         }
         if kind == Kind::Word
-            && text == "DEFAULT"
-            && prev.1 == "="
-            && matches!(prev2.0, Kind::Word | Kind::SysVar)
+            && text.as_str() == "DEFAULT"
+            && prev.text.as_str() == "="
+            && matches!(prev2.kind, Kind::Word | Kind::SysVar)
             && a.defaulted.len() < KEEP_DEFAULTED
         {
-            a.defaulted.push(prev2.1.to_ascii_lowercase());
+            a.defaulted.push(String::from_utf8_lossy(name(&prev2)).to_ascii_lowercase());
         }
-        prev2 = std::mem::replace(&mut prev, (kind, text.clone()));
-        push(&mut cur, kind, text, start);
+        prev2 = prev;
+        prev = tok;
+        cur.count += 1;
+        if cur.kept < KEEP {
+            cur.tokens[cur.kept] = tok;
+            cur.kept += 1;
+        }
     }
     if cur.count > 0 {
         done(&mut cur, a);
@@ -424,13 +474,12 @@ fn skip_line(sql: &[u8], i: usize) -> usize {
     }
 }
 
-/// A quoted string or identifier starting at `i`: (end, saw a backslash or no
-/// end, its content up to 64 bytes).
-fn quoted(sql: &[u8], i: usize) -> (usize, bool, String) {
+/// Skip a quoted string or identifier starting at `i`: (end, saw a backslash
+/// or no closing quote).
+fn skip_quoted(sql: &[u8], i: usize) -> (usize, bool) {
     let q = sql[i];
     let mut j = i + 1;
     let mut backslash = false;
-    let mut content = Vec::new();
     while j < sql.len() {
         let c = sql[j];
         if c == b'\\' && q != b'`' {
@@ -440,20 +489,14 @@ fn quoted(sql: &[u8], i: usize) -> (usize, bool, String) {
         }
         if c == q {
             if sql.get(j + 1) == Some(&q) {
-                if content.len() < 64 {
-                    content.push(q);
-                }
                 j += 2; // a doubled quote
                 continue;
             }
-            return (j + 1, backslash, String::from_utf8_lossy(&content).into_owned());
-        }
-        if content.len() < 64 {
-            content.push(c);
+            return (j + 1, backslash);
         }
         j += 1;
     }
-    (sql.len(), true, String::from_utf8_lossy(&content).into_owned())
+    (sql.len(), true)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

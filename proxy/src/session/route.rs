@@ -135,6 +135,9 @@ impl Session {
     async fn admit(&mut self) -> Result<std::result::Result<Admission, MysqlError>> {
         let held = self.cluster.gate.phase() != Phase::Idle;
         let r = tokio::select! {
+            // The gate first: when idle it admits at once, and the client's
+            // socket is never looked at (no system call on the hot path).
+            biased;
             r = self.cluster.gate.admit() => r,
             _ = client_gone(&self.client) => {
                 return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
