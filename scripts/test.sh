@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Run every test: installs what is missing, builds once (debug), starts one real
-# 3-node MariaDB cluster on loopback shared by all tests, runs the suite, tears down.
+# Run every test: installs what is missing, checks formatting and lints, builds
+# once (debug), starts two real 3-node MariaDB clusters on loopback (one shared by
+# the tests that leave the topology alone, one for those that move the primary),
+# runs the suite, tears down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -154,9 +154,13 @@ async fn metrics_status_and_bad_requests() {
     let pos = scalar(&mut admin(&primary).await, "SELECT @@gtid_binlog_pos").await;
     assert_eq!(scalar(&mut admin(&other).await, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await, "0");
     admin(&other).await.query_drop("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF").await.unwrap();
-    wait_for("C2 evaluated false", Duration::from_secs(10), || {
+    // An evaluation that began before read_only landed may still say C1 false:
+    // wait for one taken after it (C1 holds, C2 does not).
+    wait_for("C1 holding and C2 evaluated false", Duration::from_secs(10), || {
         let r = handle.conditions.borrow();
-        r.episode == ep && r.conditions.iter().any(|c| c.id == "C2" && !c.holds)
+        r.episode == ep
+            && r.conditions.iter().any(|c| c.id == "C2" && !c.holds)
+            && r.conditions.iter().any(|c| c.id == "C1" && c.holds)
     })
     .await;
     let (_, body) = http(running.admin_addr, "GET", "/api/v1/clusters/main", None, "").await;

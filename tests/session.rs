@@ -287,10 +287,11 @@ async fn commands_while_buffering() {
 
 /// A TCP relay in front of the primary that the test can cut right after
 /// forwarding the next bytes baton sends (the statement reaches the server, no
-/// answer comes back).
+/// answer comes back), and make look down (new connections closed at once).
 struct Relay {
     addr: String,
     cut_next: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
 }
 
 impl Relay {
@@ -298,15 +299,19 @@ impl Relay {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let cut_next = Arc::new(AtomicBool::new(false));
-        let cut = cut_next.clone();
+        let down = Arc::new(AtomicBool::new(false));
+        let (cut, is_down) = (cut_next.clone(), down.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut down, _)) = l.accept().await else { return };
+                let Ok((mut down_conn, _)) = l.accept().await else { return };
+                if is_down.load(Ordering::SeqCst) {
+                    continue; // dropped: the peer sees the connection closed
+                }
                 let target = target.clone();
                 let cut = cut.clone();
                 tokio::spawn(async move {
                     let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else { return };
-                    let (mut dr, mut dw) = down.split();
+                    let (mut dr, mut dw) = down_conn.split();
                     let (mut ur, mut uw) = up.split();
                     let to_server = async {
                         let mut b = vec![0u8; 1 << 16];
@@ -339,23 +344,24 @@ impl Relay {
                 });
             }
         });
-        Relay { addr, cut_next }
+        Relay { addr, cut_next, down }
     }
 }
 
-/// Items 2 and 6: a statement cut after it reached the server gets the outcome
-/// it may have had: 9105 for anything that can commit (autocommit statements,
-/// COMMIT in any spelling, a multi-statement with COMMIT), 9101 only for what
-/// cannot end a transaction; the primary answers a fresh probe, so no episode.
+/// Items 2 and 6, primary gone: a statement cut after it reached the server,
+/// while the primary does not answer a fresh connection, gets the outcome it may
+/// have had: 9105 for anything that can commit (autocommit statements, COMMIT in
+/// any spelling, a multi-statement with COMMIT, `SET autocommit=1`, DDL), 9101
+/// only for what cannot end a transaction; and buffering begins.
 #[tokio::test]
 async fn cut_statements_get_the_outcome_they_may_have_had() {
     let mut info = cluster();
     let relay = Relay::start(info.primary.clone()).await;
     info.primary = relay.addr.clone();
     info.servers = vec![relay.addr.clone()];
-    let baton = TestBaton::start_for(&info, "").await;
+    // Each case begins an episode: no minimum gap between them.
+    let baton = TestBaton::start_for(&info, "[buffer]\nmin_time_between_failovers_ms = 0\n").await;
     let gate = baton.running().proxy.clusters["main"].gate.clone();
-    let episode = gate.episode();
     let mut setup = Conn::new(baton.opts(Some("baton_test"))).await.unwrap();
     setup.query_drop("CREATE TABLE IF NOT EXISTS cut_rows (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.unwrap();
     let cases: &[(&[&str], &str, u16)] = &[
@@ -367,19 +373,63 @@ async fn cut_statements_get_the_outcome_they_may_have_had() {
         (&["BEGIN", "INSERT INTO cut_rows (v) VALUES (8)"], "CREATE TABLE IF NOT EXISTS cut_ddl (a INT)", 9105),
     ];
     for (before, cut, code) in cases {
-        let mut o: mysql_async::Opts = baton.opts(Some("baton_test"));
-        o = mysql_async::OptsBuilder::from_opts(o).client_found_rows(true).into();
-        let mut c = Conn::new(o).await.unwrap();
+        let mut c = Conn::new(baton.opts(Some("baton_test"))).await.unwrap();
         for s in *before {
             c.query_drop(*s).await.unwrap();
         }
+        let episode = gate.episode();
+        relay.down.store(true, Ordering::SeqCst);
         relay.cut_next.store(true, Ordering::SeqCst);
         let e = c.query_drop(*cut).await.expect_err("cut");
         assert_eq!(is_server_error(&e), Some(*code), "{cut}: {e}");
-        // The session goes on (a new backend).
-        let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
-        assert_eq!(one, 1);
+        assert!(gate.episode() > episode, "{cut}: the probe failed, so buffering began");
+        relay.down.store(false, Ordering::SeqCst);
+        gate.fail(gate.episode(), GateError::MaxDuration);
     }
+}
+
+/// Items 1 and 2, primary alive: a backend closed while its statement ran
+/// (`KILL CONNECTION` from another session; a cut link) closes the client's
+/// connection, as the server's own closing does, and begins no buffering.
+#[tokio::test]
+async fn a_backend_closed_midway_closes_the_client_as_the_server_does() {
+    let mut info = cluster();
+    let relay = Relay::start(info.primary.clone()).await;
+    info.primary = relay.addr.clone();
+    info.servers = vec![relay.addr.clone()];
+    let baton = TestBaton::start_for(&info, "").await;
+    let gate = baton.running().proxy.clusters["main"].gate.clone();
+    let episode = gate.episode();
+    let mut c = Conn::new(baton.opts(Some("baton_test"))).await.unwrap();
+    relay.cut_next.store(true, Ordering::SeqCst);
+    let e = c.query_drop("DO 1").await.expect_err("cut");
+    assert_eq!(is_server_error(&e), None, "a connection error, not {e}");
+    // KILL CONNECTION of a busy session, through baton and directly.
+    let mut outcomes = Vec::new();
+    for port in [baton.port, primary_port()] {
+        let mut a = Conn::new(opts(port, None)).await.unwrap();
+        let a_id = a.id();
+        let killer = opts(port, None);
+        let kill = tokio::spawn(async move {
+            let mut k = Conn::new(killer).await.unwrap();
+            loop {
+                let info: Option<String> =
+                    k.query_first(format!("SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = {a_id}")).await.unwrap();
+                if info.is_some_and(|s| s.contains("SLEEP")) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            k.query_drop(format!("KILL CONNECTION {a_id}")).await.unwrap();
+        });
+        let r = a.query_drop("SELECT SLEEP(20)").await;
+        kill.await.unwrap();
+        let first = r.err().map(|e| is_server_error(&e));
+        let next = a.query_drop("SELECT 1").await.err().map(|e| is_server_error(&e));
+        outcomes.push((first, next));
+    }
+    assert_eq!(outcomes[0], outcomes[1], "KILL CONNECTION mid-query: baton vs direct");
+    assert!(matches!(outcomes[0].1, Some(None)), "the killed session's connection is closed: {:?}", outcomes[0]);
     assert_eq!(gate.episode(), episode, "the primary answered a fresh probe: no episode");
 }
 

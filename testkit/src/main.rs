@@ -84,6 +84,12 @@ fn main() -> Result<()> {
                 Some(e) => format!("[topology]\nstore = \"etcd\"\nendpoints = [{:?}]\nprefix = \"/baton\"\n", e.endpoint),
                 None => format!("[topology]\nstore = \"file\"\npath = {:?}\n", dir.join("topology.json").display().to_string()),
             };
+            // The admin port's token: a file only root reads, given to baton in its
+            // environment (never in the config), printed with how `baton ctl` uses it.
+            let token_path = dir.join("admin-token");
+            let token = stack_token();
+            std::fs::write(&token_path, format!("{token}\n"))?;
+            std::fs::set_permissions(&token_path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             std::fs::write(dir.join("admin-password"), "admin\n")?;
             std::fs::write(dir.join("repl-password"), "repl\n")?;
             let _ = std::fs::remove_file(dir.join("topology.json"));
@@ -109,6 +115,7 @@ fn main() -> Result<()> {
                 let child = Command::new(&baton)
                     .arg("--config")
                     .arg(&cfg_path)
+                    .env("BATON_ADMIN_TOKEN", &token)
                     .stdin(Stdio::null())
                     .spawn()
                     .with_context(|| format!("starting {}", baton.display()))?;
@@ -123,6 +130,10 @@ fn main() -> Result<()> {
             if let Some(e) = &etcd {
                 println!("baton-stack: etcd at {}", e.endpoint);
             }
+            println!(
+                "baton-stack: admin token in {tp} (mode 600). For baton ctl:\n  export BATON_ADMIN_TOKEN=$(cat {tp})\n  target/release/baton ctl status",
+                tp = token_path.display()
+            );
             println!("baton-stack: MariaDB: {servers}. Ctrl-C to stop.");
             wait_for_signal();
             for child in &mut children {
@@ -144,4 +155,13 @@ fn baton_password_hash(pw: &str) -> String {
     let stage1: [u8; 20] = Sha1::digest(pw.as_bytes()).into();
     let stage2: [u8; 20] = Sha1::digest(stage1).into();
     std::iter::once("*".to_string()).chain(stage2.iter().map(|b| format!("{b:02X}"))).collect()
+}
+
+/// 32 hex characters from the kernel's random source.
+fn stack_token() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -4,12 +4,16 @@
 //! decide what a client gets when the backend fails.
 //!
 //! Outcomes, from what the server reported and where the failure happened:
-//! - the backend was closed by its server while idle (`wait_timeout`, `KILL`):
-//!   as on the server, the client's connection is closed;
+//! - the backend was closed by its server (`wait_timeout`, `KILL CONNECTION`,
+//!   idle or mid-command) while the primary answers a fresh connection and no
+//!   reparent or failover is under way: as on the server, the client's
+//!   connection is closed (its library reports 2006/2013);
 //! - the command never reached a server: held and sent again (outside a
 //!   transaction) or 9101 (inside one: it was rolled back);
-//! - it reached a live server and no answer came: 9105 outside a transaction;
-//!   inside one, 9105 if the text can end a transaction, else 9101;
+//! - it reached the server, no answer came, and the primary is gone (or a
+//!   reparent or failover is under way): 9105 outside a transaction; inside
+//!   one, 9105 if the text can end a transaction, else 9101; the session lives
+//!   and moves to the next primary;
 //! - the first answer is the read-only ERR 1290 and the text proves nothing ran
 //!   (not CALL, EXECUTE or a compound statement): held and sent again;
 //! - the session holds state that cannot move (named locks, ...) and its backend
@@ -223,6 +227,7 @@ impl Session {
                 Ok(p) => p,
                 Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
             };
+            let episode_at_start = self.cluster.gate.episode();
             let result = self.execute(&to_send, &command).await;
             drop(to_send);
             match result {
@@ -267,24 +272,37 @@ impl Session {
                 Err(ProxyError::BackendLost(why)) if !self.relayed_any => {
                     self.backend = None;
                     self.ctx.metrics.backend_error(BackendErrorClass::Lost);
+                    // A reparent or failover (an episode, a new term) is baton's
+                    // doing: the documented errors, and the session moves on.
+                    // Otherwise a fresh connection to the primary tells a server
+                    // that closed this session (KILL CONNECTION, a cut link) from a
+                    // primary that is gone.
+                    let moved = self.cluster.gate.episode() != episode_at_start
+                        || self.cluster.gate.phase() != Phase::Idle
+                        || self.ctx.primary_of(&self.cluster.name).is_none_or(|(_, t)| t != self.backend_term);
+                    if !moved {
+                        if self.probe_primary().await {
+                            // As the server closes it: the client library reports 2013.
+                            tracing::info!(%why, "backend closed while the command ran and the primary answers: closing the client");
+                            return Err(server_closed());
+                        }
+                        self.begin_reactive("connection to the primary lost, and a fresh probe failed");
+                    }
                     if pinned {
                         let may_commit = self.sent && self.analysis(&command).is_none_or(|a| a.may_end_transaction);
                         return self.lose_transaction(&command, may_commit).await;
                     }
-                    let primary_down = !self.probe_primary().await;
-                    if primary_down {
-                        self.begin_reactive("connection to the primary lost, and a fresh probe failed");
-                    }
-                    if !self.sent && primary_down && read_only_retries < READ_ONLY_RETRIES {
+                    if !self.sent && read_only_retries < READ_ONLY_RETRIES {
                         // Never reached a server: safe to hold and send again.
                         drop(admission);
                         read_only_retries += 1;
                         continue;
                     }
                     if !self.sent {
-                        return Err(server_closed());
+                        let e = MysqlError::backend_unavailable(&self.cluster.name, "?", &why);
+                        return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await;
                     }
-                    // It reached a live server and no answer came: it may have run.
+                    // It reached the server and no answer came: it may have run.
                     tracing::info!(%why, "backend lost during a command outside a transaction");
                     return self.answer_error(&command, MysqlErrorOrRaw::Mysql(MysqlError::statement_unknown(&why))).await;
                 }
