@@ -158,9 +158,7 @@ async fn metrics_status_and_bad_requests() {
     // wait for one taken after it (C1 holds, C2 does not).
     wait_for("C1 holding and C2 evaluated false", Duration::from_secs(10), || {
         let r = handle.conditions.borrow();
-        r.episode == ep
-            && r.conditions.iter().any(|c| c.id == "C2" && !c.holds)
-            && r.conditions.iter().any(|c| c.id == "C1" && c.holds)
+        r.episode == ep && r.conditions.iter().any(|c| c.id == "C2" && !c.holds) && r.conditions.iter().any(|c| c.id == "C1" && c.holds)
     })
     .await;
     let (_, body) = http(running.admin_addr, "GET", "/api/v1/clusters/main", None, "").await;

@@ -413,8 +413,7 @@ async fn a_backend_closed_midway_closes_the_client_as_the_server_does() {
         let kill = tokio::spawn(async move {
             let mut k = Conn::new(killer).await.unwrap();
             loop {
-                let info: Option<String> =
-                    k.query_first(format!("SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = {a_id}")).await.unwrap();
+                let info: Option<String> = k.query_first(format!("SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = {a_id}")).await.unwrap();
                 if info.is_some_and(|s| s.contains("SLEEP")) {
                     break;
                 }
