@@ -314,9 +314,10 @@ impl Backend {
         self.io.read_raw().await.map_err(|e| ProxyError::BackendLost(e.to_string()))
     }
 
-    /// Queue bytes already framed (relayed from the client: LOCAL INFILE data).
-    pub fn queue_raw(&mut self, bytes: &[u8]) {
-        self.io.queue_raw(bytes);
+    /// Queue a packet already framed (relayed from the client: LOCAL INFILE
+    /// data) with sequence id `seq`.
+    pub fn queue_raw_with_seq(&mut self, bytes: &[u8], seq: u8) {
+        self.io.queue_raw_with_seq(bytes, seq);
     }
 
     /// Bytes queued for this backend and not yet written.

@@ -140,6 +140,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, con
     }
 }
 
+/// How long the client's greeting waits for the primary's (then baton's own id).
+const GREETING_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long a backend connection greeted for a client waits for its login.
 const GREETING_HOLD: std::time::Duration = std::time::Duration::from_millis(1000);
 
@@ -152,7 +154,8 @@ async fn greet_primary(ctx: &ProxyContext, fallback_id: u32) -> (Option<(Greeted
     const ATTEMPTS: usize = 3;
     let slot = ctx.greetings.clone().try_acquire_owned().ok();
     if let (Some(slot), Some((addr, term))) = (slot, ctx.primary_of(&ctx.greeting_cluster)) {
-        let timeout = ctx.limits().backend_connect_timeout;
+        // A primary slow to greet must not hold the client's own greeting long.
+        let timeout = ctx.limits().backend_connect_timeout.min(GREETING_WAIT);
         let mut slot = Some(slot);
         for _ in 0..ATTEMPTS {
             let Ok(mut g) = Backend::greet(&addr, timeout).await else { break };

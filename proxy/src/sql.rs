@@ -75,6 +75,8 @@ pub struct Kill {
     /// The statement up to the id, e.g. `KILL QUERY `.
     pub prefix: String,
     pub id: u64,
+    /// The statement after the id, e.g. `)` or ` */`.
+    pub suffix: String,
 }
 
 /// What one COM_QUERY (or prepared statement) text says.
@@ -246,12 +248,15 @@ fn fold(s: &Stmt, is_first: bool, a: &mut Analysis) {
     let b = at.unwrap_or(0);
     let w = |n: usize| s.word(b + n);
     let first = w(0);
-    if s.ambiguous || at.is_none() || !NON_ENDING.contains(&first) {
+    // The statement's first word not kept (a long SET STATEMENT prefix): unknown.
+    let unknown = at.is_none() || first.is_empty();
+    if s.ambiguous || unknown || !NON_ENDING.contains(&first) {
         a.may_end_transaction = true;
     }
-    if is_first && (at.is_none() || s.ambiguous || COMPOUND.contains(&first) || (first == "BEGIN" && w(1) == "NOT")) {
+    if is_first && (unknown || s.ambiguous || COMPOUND.contains(&first) || (first == "BEGIN" && w(1) == "NOT")) {
         a.refusal_proves_unexecuted = false;
     }
+    let truncated = s.count > s.kept;
     let mut pin = |p: Pins| a.pins = a.pins.union(p);
     if s.get_lock {
         pin(Pins::NAMED_LOCK);
@@ -264,7 +269,7 @@ fn fold(s: &Stmt, is_first: bool, a: &mut Analysis) {
     let handler_word = |x: &str| (1..5).any(|i| w(i) == x);
     match (first, w(1)) {
         ("LOCK", "TABLE" | "TABLES") => pin(Pins::TABLE_LOCK),
-        ("FLUSH", _) if (1..KEEP).any(|i| w(i) == "LOCK") => pin(Pins::TABLE_LOCK),
+        ("FLUSH", _) if truncated || (1..KEEP).any(|i| w(i) == "LOCK") => pin(Pins::TABLE_LOCK),
         ("CREATE", "TEMPORARY") => pin(Pins::TEMP_TABLE),
         ("CREATE", "OR") if w(2) == "REPLACE" && w(3) == "TEMPORARY" => pin(Pins::TEMP_TABLE),
         ("XA", "START" | "BEGIN") => pin(Pins::XA),
@@ -305,13 +310,15 @@ fn kill(sql: &[u8], s: &Stmt) -> Option<Kill> {
             _ => None,
         }
     };
-    let id = match rest {
-        [t] => number(t)?,
-        [o, t, c] if o.text.as_str() == "(" && c.text.as_str() == ")" => number(t)?,
+    let t = match rest {
+        [t] => t,
+        [o, t, c] if o.text.as_str() == "(" && c.text.as_str() == ")" => t,
         _ => return None,
     };
-    let prefix = String::from_utf8_lossy(&sql[..rest[0].start]).into_owned();
-    Some(Kill { prefix, id })
+    let id = number(t)?;
+    let prefix = String::from_utf8_lossy(&sql[..t.start]).into_owned();
+    let suffix = String::from_utf8_lossy(&sql[t.end..]).into_owned();
+    Some(Kill { prefix, id, suffix })
 }
 
 fn is_word_byte(b: u8) -> bool {
@@ -343,11 +350,17 @@ fn lex(sql: &[u8], a: &mut Analysis, mut done: impl FnMut(&mut Stmt, &mut Analys
                 continue;
             }
             b'/' if sql.get(i + 1) == Some(&b'*') => {
-                // Executable comments are code: step inside, past the version digits.
+                // Executable comments are code: step inside, past the version
+                // digits. With a version, whether the server runs the text depends
+                // on its version: read it as code, but the statement is ambiguous.
                 if sql.get(i + 2) == Some(&b'!') || (sql.get(i + 2) == Some(&b'M') && sql.get(i + 3) == Some(&b'!')) {
                     i += if sql[i + 2] == b'!' { 3 } else { 4 };
+                    let digits = i;
                     while i < n && sql[i].is_ascii_digit() {
                         i += 1;
+                    }
+                    if i > digits {
+                        cur.ambiguous = true;
                     }
                 } else {
                     i = match find(&sql[i + 2..], b"*/") {
@@ -526,6 +539,8 @@ mod tests {
             "START TRANSACTION",
             "CALL p()",
             "/*!40101 COMMIT */",
+            "/*M!999999 SELECT */ COMMIT",
+            "/*!99999 SELECT */ COMMIT",
             "INSERT INTO t VALUES ('a\\'); COMMIT; -- ')",
             "LOCK TABLES t WRITE",
         ] {
@@ -582,13 +597,15 @@ mod tests {
     #[test]
     fn kills() {
         let k = |s: &str| analyse(s.as_bytes()).kill;
-        assert_eq!(k("KILL 42"), Some(Kill { prefix: "KILL ".into(), id: 42 }));
-        assert_eq!(k("kill query 7"), Some(Kill { prefix: "kill query ".into(), id: 7 }));
-        assert_eq!(k("KILL HARD CONNECTION 9"), Some(Kill { prefix: "KILL HARD CONNECTION ".into(), id: 9 }));
+        let kl = |prefix: &str, id: u64, suffix: &str| Some(Kill { prefix: prefix.into(), id, suffix: suffix.into() });
+        assert_eq!(k("KILL 42"), kl("KILL ", 42, ""));
+        assert_eq!(k("kill query 7"), kl("kill query ", 7, ""));
+        assert_eq!(k("KILL HARD CONNECTION 9"), kl("KILL HARD CONNECTION ", 9, ""));
+        assert_eq!(k("/*!50000 KILL QUERY 9 */"), kl("/*!50000 KILL QUERY ", 9, " */"));
         assert_eq!(k("KILL QUERY ID 9"), None);
-        assert_eq!(k("KILL QUERY (9)"), Some(Kill { prefix: "KILL QUERY ".into(), id: 9 }));
-        assert_eq!(k("KILL '9'"), Some(Kill { prefix: "KILL ".into(), id: 9 }));
-        assert_eq!(k("KILL 0x1f"), Some(Kill { prefix: "KILL ".into(), id: 31 }));
+        assert_eq!(k("KILL QUERY (9)"), kl("KILL QUERY (", 9, ")"));
+        assert_eq!(k("KILL '9'"), kl("KILL ", 9, ""));
+        assert_eq!(k("KILL 0x1f"), kl("KILL ", 31, ""));
         assert_eq!(k("KILL 9 + 1"), None);
         assert_eq!(k("KILL CONNECTION_ID()"), None);
         assert_eq!(k("KILL 1; KILL 2"), None);
@@ -602,6 +619,11 @@ mod tests {
         let a = analyse(b"SET STATEMENT max_statement_time=0 FOR INSERT INTO t VALUES (1)");
         assert!(a.refusal_proves_unexecuted && !a.may_end_transaction);
         assert!(!analyse(b"SET STATEMENT a=1, b=2, c=3").refusal_proves_unexecuted);
+        let long = b"SET STATEMENT max_statement_time=+0, lock_wait_timeout=+5, sql_select_limit=1, max_join_size=1000000, long_query_time=1 FOR CALL p('x')";
+        assert!(!analyse(long).refusal_proves_unexecuted);
+        assert!(!analyse(b"/*M!999999 SELECT */ CALL p('x')").refusal_proves_unexecuted);
+        let flush = b"FLUSH TABLES t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12 WITH READ LOCK";
+        assert_eq!(analyse(flush).pins, Pins::TABLE_LOCK);
         assert_eq!(analyse(b"SET @@session.session_track_system_variables=''").touches_tracking, 1);
         assert_eq!(analyse(b"set session_track_state_change=1").touches_tracking, 4);
         assert_eq!(analyse(b"SET timestamp = DEFAULT, @@session.sql_mode := DEFAULT, x = 1").defaulted, vec!["timestamp", "sql_mode"]);

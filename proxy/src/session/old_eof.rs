@@ -14,8 +14,10 @@
 //!
 //! The inserted EOF after column definitions carries the status the server
 //! reports at the result set's end, written in when the end arrives before the
-//! first 64 KiB of the result set are flushed; past that, the session's
-//! standing flags (autocommit, in transaction, no backslash escapes).
+//! first 192 KiB of the result set are flushed; past that, the session's
+//! standing flags (autocommit, in transaction, no backslash escapes). Its
+//! warning count is 0 (the server's counts warnings raised while planning).
+//! The EOFs of a prepare response carry the standing flags.
 
 /// Where a response for an old-EOF client is.
 #[derive(Debug, Default)]

@@ -19,6 +19,9 @@ use crate::tracking::{TRACK_SCHEMA, TRACK_STATE_CHANGE, TRACK_VARIABLES};
 
 /// Flush relayed bytes to the client once this many are queued.
 const FLUSH_AT: usize = 64 * 1024;
+/// For an old-EOF client, bytes of a result set held while its inserted EOF
+/// waits for the status the terminator brings (below the buffers' shrink size).
+const PATCH_WINDOW: usize = 192 * 1024;
 
 impl Session {
     pub(super) async fn relay(&mut self, expect: Expect) -> Result<Relayed> {
@@ -57,6 +60,11 @@ impl Session {
                     let status = match class {
                         Class::Ok { status, .. } => status & !proto::SERVER_SESSION_STATE_CHANGED,
                         _ => {
+                            // Much queued already (earlier result sets): send it, so
+                            // this result set has the whole budget to reach its end.
+                            if self.client.queued() >= FLUSH_AT / 2 {
+                                self.client.flush().await?;
+                            }
                             // Status bytes: after the 4-byte header, 0xFE and 2 bytes of warnings.
                             o.status_at = Some(self.client.queued() + 7);
                             self.state.status & super::old_eof::SESSION_FLAGS
@@ -73,7 +81,8 @@ impl Session {
                     self.client.queue_raw_with_seq(&pkt.bytes, out_seq);
                     if let Some(o) = old.as_mut().filter(|o| o.prepare.is_some()) {
                         if o.definition() {
-                            self.client.queue(out_seq.wrapping_add(1), &proto::eof_payload(0, self.state.status));
+                            let status = self.state.status & super::old_eof::SESSION_FLAGS;
+                            self.client.queue(out_seq.wrapping_add(1), &proto::eof_payload(0, status));
                             o.shift = o.shift.wrapping_add(1);
                         }
                     }
@@ -109,7 +118,8 @@ impl Session {
                 Class::LocalInfile => {
                     self.client.queue_raw_with_seq(&pkt.bytes, out_seq);
                     self.client.flush().await?;
-                    self.relay_local_infile().await?;
+                    // The client numbers its file packets after our (shifted) ids.
+                    self.relay_local_infile(shift).await?;
                 }
             }
             if columns_ended {
@@ -122,7 +132,8 @@ impl Session {
             }
             let patch_pending = old.as_ref().is_some_and(|o| o.status_at.is_some());
             let drained = !self.backend.as_ref().expect("ensured").io.has_buffered_packet();
-            if (drained && !patch_pending) || self.client.queued() >= FLUSH_AT {
+            let limit = if patch_pending { PATCH_WINDOW } else { FLUSH_AT };
+            if (drained && !patch_pending) || self.client.queued() >= limit {
                 self.client.flush().await?;
                 if let Some(o) = old.as_mut() {
                     o.status_at = None;
@@ -201,12 +212,13 @@ impl Session {
         }
     }
 
-    /// LOCAL INFILE: relay the client's file packets up to the empty one.
-    async fn relay_local_infile(&mut self) -> Result<()> {
+    /// LOCAL INFILE: relay the client's file packets up to the empty one, their
+    /// sequence ids moved back by the EOFs baton inserted before (`shift`).
+    async fn relay_local_infile(&mut self, shift: u8) -> Result<()> {
         loop {
             let pkt = self.client.read_raw().await?;
             let b = self.backend.as_mut().expect("ensured");
-            b.queue_raw(&pkt.bytes);
+            b.queue_raw_with_seq(&pkt.bytes, pkt.seq().wrapping_sub(shift));
             if b.queued() >= FLUSH_AT || pkt.payload_len() == 0 {
                 b.flush().await?;
             }

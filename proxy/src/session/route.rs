@@ -322,11 +322,12 @@ impl Session {
         }
     }
 
-    /// Can a new connection be opened to the primary the topology names (TCP and
-    /// greeting, within the backend connect timeout)?
+    /// Does the primary the topology names answer a new connection (its
+    /// greeting or an ERR in its place, within the backend connect timeout)?
     async fn probe_primary(&self) -> bool {
         let Some((addr, _)) = self.ctx.primary_of(&self.cluster.name) else { return false };
-        Backend::greet(&addr, self.ctx.limits().backend_connect_timeout).await.is_ok()
+        // An ERR greeting (too many connections, host blocked) is a live server.
+        matches!(Backend::greet(&addr, self.ctx.limits().backend_connect_timeout).await, Ok(_) | Err(crate::backend::BackendError::Refused(_)))
     }
 
     /// End the client's transaction after its backend was lost or revoked:
@@ -421,19 +422,21 @@ impl Session {
             }
             Command::Query(a) => match &a.kill {
                 Some(k) => self.translate_kill(k).map(|t| match t {
-                    Some(t) => Cow::Owned([&[cmd::QUERY][..], k.prefix.as_bytes(), t.to_string().as_bytes()].concat()),
+                    Some(t) => Cow::Owned([&[cmd::QUERY][..], k.prefix.as_bytes(), t.to_string().as_bytes(), k.suffix.as_bytes()].concat()),
                     None => Cow::Borrowed(&payload[..]),
                 }),
                 None => Ok(Cow::Borrowed(&payload[..])),
             },
-            Command::ProcessKill(id) => self.translate_kill(&crate::sql::Kill { prefix: String::new(), id: u64::from(*id) }).map(|t| match t {
-                Some(t) => {
-                    let mut p = vec![cmd::PROCESS_KILL];
-                    p.extend_from_slice(&t.to_le_bytes());
-                    Cow::Owned(p)
-                }
-                None => Cow::Borrowed(&payload[..]),
-            }),
+            Command::ProcessKill(id) => {
+                self.translate_kill(&crate::sql::Kill { prefix: String::new(), id: u64::from(*id), suffix: String::new() }).map(|t| match t {
+                    Some(t) => {
+                        let mut p = vec![cmd::PROCESS_KILL];
+                        p.extend_from_slice(&t.to_le_bytes());
+                        Cow::Owned(p)
+                    }
+                    None => Cow::Borrowed(&payload[..]),
+                })
+            }
             _ => Ok(Cow::Borrowed(&payload[..])),
         }
     }
