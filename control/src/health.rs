@@ -151,7 +151,12 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
 
         // Fencing and rejoin, only while nothing else is moving the cluster.
         let p = primary.filter(|p| p.reachable && p.read_only == Some(false) && p.source.is_none());
-        if let (Some(p), true, Ok(_guard)) = (p, store.may_act(), cluster.reparent_lock.try_lock()) {
+        // The reparent lock only when a server needs fencing or rejoining: taken on
+        // every check, it made a reparent requested at that moment fail with 409.
+        let needed =
+            p.as_ref().is_some_and(|p| servers.iter().any(|s| s.reachable && s.addr != p.addr && (s.read_only == Some(false) || s.source.is_none())));
+        let lock = if needed { cluster.reparent_lock.try_lock().ok() } else { None };
+        if let (Some(p), true, Some(_guard)) = (p, store.may_act(), lock) {
             if cluster.gate.phase() == Phase::Idle {
                 let pstate = p.gtid_binlog_state.clone().unwrap_or_default();
                 for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
