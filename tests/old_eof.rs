@@ -151,7 +151,9 @@ fn describe(p: &(u8, Vec<u8>)) -> String {
 }
 
 /// What may differ between two runs of the same commands on one server: the
-/// insert id in OK packets (both runs insert rows), statement ids in error texts.
+/// insert id in OK packets (both runs insert rows), statement ids in error texts,
+/// and the order of session-state entries in an OK (the server's is a hash
+/// table's): entries are sorted.
 fn normalise(p: &Packets) -> Packets {
     p.iter()
         .map(|(seq, b)| {
@@ -160,7 +162,10 @@ fn normalise(p: &Packets) -> Packets {
                     let mut n = vec![0x00];
                     proto::put_lenenc(&mut n, ok.affected_rows);
                     proto::put_lenenc(&mut n, 0);
-                    n.extend_from_slice(&b[ok_header_len(b).min(b.len())..]);
+                    let head = ok_header_len(b).min(b.len());
+                    let state_at = b.len() - ok.session_state.len();
+                    n.extend_from_slice(&b[head..state_at]);
+                    n.extend_from_slice(&sorted_entries(ok.session_state));
                     return (*seq, n);
                 }
             }
@@ -170,6 +175,19 @@ fn normalise(p: &Packets) -> Packets {
             (*seq, b.clone())
         })
         .collect()
+}
+
+/// Session-state entries (type, lenenc data), sorted.
+fn sorted_entries(mut data: &[u8]) -> Vec<u8> {
+    let mut entries = Vec::new();
+    while !data.is_empty() {
+        let mut c = proto::Cursor::new(data);
+        let (Some(_), Some(_)) = (c.u8(), c.lenenc_bytes()) else { return data.to_vec() };
+        entries.push(data[..c.pos].to_vec());
+        data = c.rest();
+    }
+    entries.sort();
+    entries.concat()
 }
 
 /// Bytes of an OK packet before its status field (header, affected rows, insert id).
