@@ -77,6 +77,8 @@ pub struct Backend {
     pub defaults: ServerDefaults,
     /// The greeting's nonce (COM_CHANGE_USER proofs answer it).
     nonce: Vec<u8>,
+    /// When this backend last delivered a packet.
+    last_read: std::time::Instant,
 }
 
 /// A connection whose greeting was read; not logged in yet.
@@ -152,7 +154,7 @@ impl Greeted {
 
         auth_reply(&mut io, login).await?;
         let defaults = ServerDefaults { tracking: ClientTracking::default(), max_allowed_packet: 16 << 20 };
-        let mut backend = Backend { io, addr, caps, connection_id, defaults, nonce };
+        let mut backend = Backend { io, addr, caps, connection_id, defaults, nonce, last_read: std::time::Instant::now() };
         backend.setup(login.collation, true).await?;
         Ok(backend)
     }
@@ -311,7 +313,14 @@ impl Backend {
 
     /// Read one physical packet of a response; a failure is this backend lost.
     pub async fn read_raw(&mut self) -> Result<RawPacket, ProxyError> {
-        self.io.read_raw().await.map_err(|e| ProxyError::BackendLost(e.to_string()))
+        let p = self.io.read_raw().await.map_err(|e| ProxyError::BackendLost(e.to_string()))?;
+        self.last_read = std::time::Instant::now();
+        Ok(p)
+    }
+
+    /// How long since this backend last delivered a packet.
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.last_read.elapsed()
     }
 
     /// Queue a packet already framed (relayed from the client: LOCAL INFILE
