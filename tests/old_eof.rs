@@ -17,10 +17,6 @@ const DEPRECATE_EOF: u32 = 0x100_0000;
 const SESSION_TRACK: u32 = 0x80_0000;
 const LOCAL_FILES: u32 = 0x80;
 
-fn primary_port() -> u16 {
-    cluster().primary.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
 fn root(sql: &str) -> String {
     let info = cluster();
     let i = info.servers.iter().position(|s| *s == info.primary).unwrap();

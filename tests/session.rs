@@ -4,22 +4,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use baton_control::gate::{GateError, Phase};
 use baton_proxy::proto::cmd;
 use baton_proxy::relay::Expect;
 use common::raw::Raw;
+use common::relay::*;
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn primary_port() -> u16 {
-    cluster().primary.rsplit_once(':').unwrap().1.parse().unwrap()
-}
 
 fn is_server_error(e: &mysql_async::Error) -> Option<u16> {
     match e {
@@ -288,69 +283,6 @@ async fn commands_while_buffering() {
     assert_eq!(n, 0, "a held statement whose client left never runs");
 }
 
-/// A TCP relay in front of the primary that the test can cut right after
-/// forwarding the next bytes baton sends (the statement reaches the server, no
-/// answer comes back), and make look down (new connections closed at once).
-struct Relay {
-    addr: String,
-    cut_next: Arc<AtomicBool>,
-    down: Arc<AtomicBool>,
-}
-
-impl Relay {
-    async fn start(target: String) -> Relay {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let cut_next = Arc::new(AtomicBool::new(false));
-        let down = Arc::new(AtomicBool::new(false));
-        let (cut, is_down) = (cut_next.clone(), down.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut down_conn, _)) = l.accept().await else { return };
-                if is_down.load(Ordering::SeqCst) {
-                    continue; // dropped: the peer sees the connection closed
-                }
-                let target = target.clone();
-                let cut = cut.clone();
-                tokio::spawn(async move {
-                    let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else { return };
-                    let (mut dr, mut dw) = down_conn.split();
-                    let (mut ur, mut uw) = up.split();
-                    let to_server = async {
-                        let mut b = vec![0u8; 1 << 16];
-                        loop {
-                            let n = match dr.read(&mut b).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if uw.write_all(&b[..n]).await.is_err() {
-                                return;
-                            }
-                            if cut.swap(false, Ordering::SeqCst) {
-                                return; // forwarded; now cut both ways
-                            }
-                        }
-                    };
-                    let to_client = async {
-                        let mut b = vec![0u8; 1 << 16];
-                        loop {
-                            let n = match ur.read(&mut b).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if dw.write_all(&b[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    tokio::select! { _ = to_server => {}, _ = to_client => {} }
-                });
-            }
-        });
-        Relay { addr, cut_next, down }
-    }
-}
-
 /// Items 2 and 6, primary gone: a statement cut after it reached the server,
 /// while the primary does not answer a fresh connection, gets the outcome it may
 /// have had: 9105 for anything that can commit (autocommit statements, COMMIT in
@@ -381,12 +313,12 @@ async fn cut_statements_get_the_outcome_they_may_have_had() {
             c.query_drop(*s).await.unwrap();
         }
         let episode = gate.episode();
-        relay.down.store(true, Ordering::SeqCst);
+        relay.mode.store(DOWN, Ordering::SeqCst);
         relay.cut_next.store(true, Ordering::SeqCst);
         let e = c.query_drop(*cut).await.expect_err("cut");
         assert_eq!(is_server_error(&e), Some(*code), "{cut}: {e}");
         assert!(gate.episode() > episode, "{cut}: the probe failed, so buffering began");
-        relay.down.store(false, Ordering::SeqCst);
+        relay.mode.store(NORMAL, Ordering::SeqCst);
         gate.fail(gate.episode(), GateError::MaxDuration);
     }
 }

@@ -8,22 +8,19 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_proxy::proto::{self, cmd};
 use baton_proxy::relay::{Class, Expect, Scanner};
 use common::raw::Raw;
+use common::relay::Relay;
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn primary_port() -> u16 {
-    cluster().primary.rsplit_once(':').unwrap().1.parse().unwrap()
-}
 
 fn acked_contains(baton: &TestBaton, gtid: &str) -> bool {
     let acked = baton.running().proxy.clusters["main"].acked.position();
@@ -139,63 +136,6 @@ fn lexer_refusal_proof_misses() {
         }
     }
     assert!(wrong.is_empty(), "held and re-sent after ERR 1290 although earlier statements may have run: {wrong:#?}");
-}
-
-/// A TCP relay in front of the primary whose connections the test can cut
-/// right after forwarding the next client bytes.
-struct Relay {
-    addr: String,
-    cut_next: Arc<AtomicBool>,
-}
-
-impl Relay {
-    async fn start(target: String) -> Relay {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let cut_next = Arc::new(AtomicBool::new(false));
-        let cut = cut_next.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut down, _)) = l.accept().await else { return };
-                let target = target.clone();
-                let cut = cut.clone();
-                tokio::spawn(async move {
-                    let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else { return };
-                    let (mut dr, mut dw) = down.split();
-                    let (mut ur, mut uw) = up.split();
-                    let to_server = async {
-                        let mut b = vec![0u8; 1 << 16];
-                        loop {
-                            let n = match dr.read(&mut b).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if uw.write_all(&b[..n]).await.is_err() {
-                                return;
-                            }
-                            if cut.swap(false, Ordering::SeqCst) {
-                                return;
-                            }
-                        }
-                    };
-                    let to_client = async {
-                        let mut b = vec![0u8; 1 << 16];
-                        loop {
-                            let n = match ur.read(&mut b).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if dw.write_all(&b[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    tokio::select! { _ = to_server => {}, _ = to_client => {} }
-                });
-            }
-        });
-        Relay { addr, cut_next }
-    }
 }
 
 /// Finding: one session whose re-login is refused by the server (its password

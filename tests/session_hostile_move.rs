@@ -17,9 +17,6 @@ use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
-const FAST: &str = "[buffer]\nwindow_ms = 10000\nmax_failover_duration_ms = 20000\nmin_time_between_failovers_ms = 0\n\
-                    [reparent]\ntransaction_grace_ms = 2000\ncatchup_timeout_ms = 5000\nprepare_timeout_ms = 5000\ncheck_interval_ms = 20\n";
-
 fn code(e: &mysql_async::Error) -> Option<u16> {
     match e {
         mysql_async::Error::Server(s) => Some(s.code),
@@ -44,7 +41,7 @@ async fn state_silently_lost_or_wrong_across_a_move() {
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let (running, _dir) = start_baton(&info, &primary, FAST, "none").await;
+    let (running, _dir) = start_baton(&info, &primary, SESSION_FAST, "none").await;
     let port = running.mysql_addr.port();
     let db = Some("baton_test");
     let mut setup = Conn::new(opts(port, db)).await.unwrap();
@@ -188,7 +185,7 @@ async fn refused_midway_statements_are_not_sent_again() {
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let (running, _dir) = start_baton(&info, &primary, FAST, "none").await;
+    let (running, _dir) = start_baton(&info, &primary, SESSION_FAST, "none").await;
     let port = running.mysql_addr.port();
     let primary_port: u16 = primary.rsplit_once(':').unwrap().1.parse().unwrap();
     let mut setup = Conn::new(opts(port, Some("baton_test"))).await.unwrap();
@@ -250,7 +247,7 @@ async fn pinned_call_that_committed_is_not_9101() {
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let (running, _dir) = start_baton(&info, &primary, FAST, "none").await;
+    let (running, _dir) = start_baton(&info, &primary, SESSION_FAST, "none").await;
     let port = running.mysql_addr.port();
     let primary_port: u16 = primary.rsplit_once(':').unwrap().1.parse().unwrap();
     let mut setup = Conn::new(opts(port, Some("baton_test"))).await.unwrap();
@@ -306,7 +303,7 @@ async fn slow_client_login_outlives_the_greeted_backend() {
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let (running, _dir) = start_baton(&info, &primary, FAST, "none").await;
+    let (running, _dir) = start_baton(&info, &primary, SESSION_FAST, "none").await;
     let port = running.mysql_addr.port();
     let mut a = admin(&primary).await;
     a.query_drop("SET GLOBAL connect_timeout = 2").await.unwrap();

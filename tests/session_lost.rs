@@ -6,99 +6,14 @@
 //! review; kept as regression tests.
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::relay::*;
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const NORMAL: u8 = 0;
-const BUSY: u8 = 1;
-const HANG: u8 = 2;
-const DOWN: u8 = 3;
-
-struct Relay {
-    addr: String,
-    cut_next: Arc<AtomicBool>,
-    mode: Arc<AtomicU8>,
-}
-
-impl Relay {
-    async fn start(target: String) -> Relay {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let cut_next = Arc::new(AtomicBool::new(false));
-        let mode = Arc::new(AtomicU8::new(NORMAL));
-        let (cut, m) = (cut_next.clone(), mode.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut down_conn, _)) = l.accept().await else { return };
-                match m.load(Ordering::SeqCst) {
-                    BUSY => {
-                        // As MariaDB at max_connections: an ERR as the greeting.
-                        let msg = b"Too many connections";
-                        let mut p = vec![0xff];
-                        p.extend_from_slice(&1040u16.to_le_bytes());
-                        p.extend_from_slice(msg);
-                        let mut pkt = (p.len() as u32).to_le_bytes()[..3].to_vec();
-                        pkt.push(0);
-                        pkt.extend_from_slice(&p);
-                        let _ = down_conn.write_all(&pkt).await;
-                        continue;
-                    }
-                    DOWN => continue,
-                    HANG => {
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                            drop(down_conn);
-                        });
-                        continue;
-                    }
-                    _ => {}
-                }
-                let target = target.clone();
-                let cut = cut.clone();
-                tokio::spawn(async move {
-                    let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else { return };
-                    let (mut dr, mut dw) = down_conn.split();
-                    let (mut ur, mut uw) = up.split();
-                    let to_server = async {
-                        let mut b = vec![0u8; 1 << 16];
-                        loop {
-                            let n = match dr.read(&mut b).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if uw.write_all(&b[..n]).await.is_err() {
-                                return;
-                            }
-                            if cut.swap(false, Ordering::SeqCst) {
-                                return;
-                            }
-                        }
-                    };
-                    let to_client = async {
-                        let mut b = vec![0u8; 1 << 16];
-                        loop {
-                            let n = match ur.read(&mut b).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if dw.write_all(&b[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    tokio::select! { _ = to_server => {}, _ = to_client => {} }
-                });
-            }
-        });
-        Relay { addr, cut_next, mode }
-    }
-}
+use tokio::io::AsyncReadExt;
 
 fn code(e: &mysql_async::Error) -> Option<u16> {
     match e {

@@ -11,9 +11,6 @@ use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
-const FAST: &str = "[buffer]\nwindow_ms = 10000\nmax_failover_duration_ms = 20000\nmin_time_between_failovers_ms = 0\n\
-                    [reparent]\ntransaction_grace_ms = 2000\ncatchup_timeout_ms = 5000\nprepare_timeout_ms = 5000\ncheck_interval_ms = 20\n";
-
 fn code(e: &mysql_async::Error) -> Option<u16> {
     match e {
         mysql_async::Error::Server(s) => Some(s.code),
@@ -26,7 +23,7 @@ async fn review2_refused_midway_misread() {
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let (running, _dir) = start_baton(&info, &primary, FAST, "none").await;
+    let (running, _dir) = start_baton(&info, &primary, SESSION_FAST, "none").await;
     let port = running.mysql_addr.port();
     let primary_port: u16 = primary.rsplit_once(':').unwrap().1.parse().unwrap();
     let mut setup = Conn::new(opts(port, Some("baton_test"))).await.unwrap();

@@ -97,4 +97,10 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub mod raw;
+/// The shared cluster's primary's port (for direct connections to compare with).
+pub fn primary_port() -> u16 {
+    cluster().primary.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+pub mod relay;
 pub mod reparent;
