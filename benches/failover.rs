@@ -99,7 +99,7 @@ async fn post(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -
 
 /// The same switchover by hand (what an operator's script would do).
 async fn manual_switchover(old: &str, new: &str, all: &[String]) {
-    let login = AdminLogin { user: "admin".into(), password: "admin".into(), timeout: Duration::from_secs(5) };
+    let login = AdminLogin { user: "admin".into(), password: "admin".into(), timeout: Duration::from_secs(5), tls: None };
     let mut o = Server::connect(old, &login).await.unwrap();
     o.exec("SET GLOBAL read_only=ON").await.unwrap();
     let pos = o.gtid_binlog_pos().await.unwrap();

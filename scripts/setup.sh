@@ -15,4 +15,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-python3 -c 'import pymysql, pytest' 2>/dev/null || python3 -m pip install -q pymysql pytest
+python3 -c 'import pymysql, pytest, mysql.connector' 2>/dev/null || python3 -m pip install -q pymysql pytest mysql-connector-python

@@ -65,7 +65,7 @@ pub async fn start_with_path(config: Config, path: Option<std::path::PathBuf>) -
         tokio::spawn(baton_control::supervisor::supervise(handle.clone(), store.watch(), background.clone()));
         tokio::spawn(baton_control::health::monitor(handle.clone(), store.clone(), metrics.clone(), background.clone()));
     }
-    let proxy = Arc::new(ProxyContext::new(&config, store.watch(), clusters.clone(), metrics.clone()));
+    let proxy = Arc::new(ProxyContext::new(&config, store.watch(), clusters.clone(), metrics.clone()).map_err(anyhow::Error::msg)?);
     let listener =
         TcpListener::bind(&config.server.listen).await.with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
     let admin = TcpListener::bind(&config.server.admin_listen)

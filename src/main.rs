@@ -47,8 +47,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if let Some(path) = cli.check_config {
-        return match baton_control::Config::load(&path) {
-            Ok(_) => {
+        return match baton_control::Config::load(&path).map_err(|e| e.to_string()).and_then(|c| baton_proxy::ProxyContext::check(&c)) {
+            Ok(()) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }

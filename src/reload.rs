@@ -69,7 +69,7 @@ impl Reloader {
         if names(&new) != names(&current) {
             return restart("the set of [[clusters]]");
         }
-        self.proxy.reload(&new);
+        self.proxy.reload(&new)?;
         for c in &new.clusters {
             if let Some(h) = self.clusters.get(&c.name) {
                 h.set_settings(cluster_settings(&new, c));

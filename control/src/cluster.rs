@@ -66,6 +66,20 @@ pub fn buffer_limits(config: &Config) -> BufferLimits {
     }
 }
 
+/// The control plane's TLS to a cluster's servers, as its `tls` mode says
+/// (`verify_ca` trusts `tls_ca` and skips the name check; `required` checks nothing).
+pub fn admin_tls(c: &ClusterConfig) -> Option<mysql_async::SslOpts> {
+    use crate::config::BackendTls;
+    let roots = || c.tls_ca.clone().map(|p| vec![p.into()]).unwrap_or_default();
+    let base = mysql_async::SslOpts::default().with_disable_built_in_roots(true);
+    match c.tls {
+        BackendTls::Disabled => None,
+        BackendTls::Required => Some(base.with_danger_accept_invalid_certs(true).with_danger_skip_domain_validation(true)),
+        BackendTls::VerifyCa => Some(base.with_root_certs(roots()).with_danger_skip_domain_validation(true)),
+        BackendTls::VerifyIdentity => Some(base.with_root_certs(roots())),
+    }
+}
+
 pub fn cluster_settings(config: &Config, c: &ClusterConfig) -> ClusterSettings {
     let r = &config.reparent;
     ClusterSettings {
@@ -75,6 +89,7 @@ pub fn cluster_settings(config: &Config, c: &ClusterConfig) -> ClusterSettings {
             user: c.admin_user.clone().unwrap_or_else(|| "admin".into()),
             password: c.admin_password().unwrap_or_default(),
             timeout: Duration::from_millis(r.admin_timeout_ms),
+            tls: admin_tls(c),
         },
         repl_user: c.repl_user.clone(),
         repl_password: c.repl_password().unwrap_or_default(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::credentials::PasswordHash;
+use crate::credentials::{Ed25519Key, PasswordHash, Sha2Hash};
 use crate::error::ControlError;
 
 /// The whole config file.
@@ -58,6 +58,26 @@ pub struct ServerConfig {
     /// Session threads, each with its own single-threaded runtime; a session stays on
     /// the thread it was given. 0: one per CPU core.
     pub worker_threads: usize,
+    /// `[server.tls]`: TLS for clients (absent: a client asking for TLS is refused).
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`: the certificate baton shows clients that ask for TLS (the SSL
+/// request of the MySQL handshake, then TLS 1.2 or 1.3 in the same connection).
+/// Both files are read at start and again on a reload (SIGHUP or
+/// `POST /api/v1/config/reload`); a pair that does not load is refused and the
+/// previous one keeps serving.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
+    /// Refuse every login that did not start TLS (ERROR 1045, 28000, as the
+    /// server refuses a `REQUIRE SSL` account without it).
+    #[serde(default)]
+    pub required: bool,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +93,7 @@ impl Default for ServerConfig {
             server_version: "5.5.5-10.11.0-MariaDB-baton".into(),
             admin_token: None,
             worker_threads: 0,
+            tls: None,
         }
     }
 }
@@ -192,6 +213,63 @@ pub struct UserConfig {
     pub password_hash: Option<String>,
     /// Cluster this user's sessions go to; default: the first `[[clusters]]`.
     pub cluster: Option<String>,
+    /// How clients prove the password to baton; `password_hash` is in this
+    /// method's own format (what the server keeps as `authentication_string`).
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// A file holding (first line) the password baton logs in to the backend
+    /// with, for methods whose proof baton cannot pass on (ed25519), or a
+    /// backend account with another password. Read at start and on reload.
+    #[serde(default)]
+    pub backend_password_file: Option<PathBuf>,
+    /// Refuse this user's logins that did not start TLS (ERROR 1045, 28000).
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+/// `[[users]] auth`: the authentication method clients use towards baton.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AuthMethod {
+    /// `mysql_native_password`: `password_hash` is `*` + 40 hex digits (`SELECT PASSWORD('..')`).
+    #[default]
+    #[serde(rename = "mysql_native_password")]
+    Native,
+    /// MySQL's `caching_sha2_password`: `password_hash` is `$A$005$` + salt + hash, as
+    /// `mysql.user.authentication_string` holds it.
+    #[serde(rename = "caching_sha2_password")]
+    CachingSha2,
+    /// MariaDB's `ed25519` (client plugin `client_ed25519`): `password_hash` is the
+    /// 43-character base64 public key, as `ed25519_password('..')` prints it.
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl AuthMethod {
+    /// The plugin name on the wire.
+    pub fn plugin(self) -> &'static str {
+        match self {
+            AuthMethod::Native => "mysql_native_password",
+            AuthMethod::CachingSha2 => "caching_sha2_password",
+            AuthMethod::Ed25519 => "client_ed25519",
+        }
+    }
+}
+
+/// `[[clusters]] tls`: TLS on baton's connections to the cluster's servers (the
+/// data path and the control plane alike), as the client option `--ssl-mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendTls {
+    /// Plaintext.
+    #[default]
+    Disabled,
+    /// Encrypted; the server's certificate is not checked.
+    Required,
+    /// Encrypted; the certificate must chain to `tls_ca` (any name).
+    VerifyCa,
+    /// Encrypted; the certificate must chain to `tls_ca` and name the server's
+    /// address (an IP address SAN for `127.0.0.1:3306`).
+    VerifyIdentity,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -200,8 +278,16 @@ impl std::fmt::Debug for UserConfig {
     }
 }
 
+/// A user's stored credential, in its method's own format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Native(PasswordHash),
+    CachingSha2(Sha2Hash),
+    Ed25519(Ed25519Key),
+}
+
 impl UserConfig {
-    /// The stage-2 hash, from whichever of the two keys is set.
+    /// The stage-2 hash, from whichever of the two keys is set (native users).
     pub fn hash(&self) -> Result<PasswordHash, String> {
         match (&self.password, &self.password_hash) {
             (Some(p), None) => Ok(PasswordHash::from_plain(p)),
@@ -210,6 +296,47 @@ impl UserConfig {
             (None, None) => Err("set password or password_hash".into()),
         }
     }
+
+    /// The credential for `auth`, from `password_hash` (the method's own format)
+    /// or `password`.
+    pub fn credential(&self) -> Result<Credential, String> {
+        match self.auth {
+            AuthMethod::Native => self.hash().map(Credential::Native),
+            AuthMethod::CachingSha2 => match (&self.password, &self.password_hash) {
+                (Some(p), None) => {
+                    let salt: [u8; 20] = std::array::from_fn(|i| b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[rand_index(i)]);
+                    Ok(Credential::CachingSha2(Sha2Hash::generate(p.as_bytes(), salt, 5)))
+                }
+                (None, Some(h)) => Sha2Hash::parse(h).map(Credential::CachingSha2),
+                (Some(_), Some(_)) => Err("set only one of password and password_hash".into()),
+                (None, None) => Err("set password or password_hash".into()),
+            },
+            AuthMethod::Ed25519 => match (&self.password, &self.password_hash) {
+                (Some(p), None) => Ok(Credential::Ed25519(Ed25519Key::from_password(p.as_bytes()))),
+                (None, Some(h)) => Ed25519Key::parse(h).map(Credential::Ed25519),
+                (Some(_), Some(_)) => Err("set only one of password and password_hash".into()),
+                (None, None) => Err("set password or password_hash".into()),
+            },
+        }
+    }
+
+    /// The password for the backend from `backend_password_file` (first line),
+    /// if set. An unreadable file is an error.
+    pub fn backend_password(&self) -> Result<Option<String>, String> {
+        match &self.backend_password_file {
+            None => Ok(None),
+            Some(f) => read_secret(&None, &Some(f.clone())).map(Some),
+        }
+    }
+}
+
+/// A salt index for a generated hash: random enough for a development
+/// convenience (`password = ".."`), from the std hasher's random keys.
+fn rand_index(i: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(i);
+    (h.finish() % 64) as usize
 }
 
 /// `[[clusters]]`: one replicated MariaDB/MySQL cluster.
@@ -241,6 +368,12 @@ pub struct ClusterConfig {
     /// Fail over automatically when the primary fails `health.failure_threshold` checks.
     #[serde(default)]
     pub auto_failover: bool,
+    /// TLS to this cluster's servers.
+    #[serde(default)]
+    pub tls: BackendTls,
+    /// PEM: the CA certificates `verify_ca` and `verify_identity` trust.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 fn default_repl_user() -> String {
@@ -361,6 +494,9 @@ impl Config {
             if c.admin_password.is_some() && c.admin_password_file.is_some() {
                 return bad(format!("cluster {:?}: set only one of admin_password and admin_password_file", c.name));
             }
+            if matches!(c.tls, BackendTls::VerifyCa | BackendTls::VerifyIdentity) && c.tls_ca.is_none() {
+                return bad(format!("cluster {:?}: tls = {:?} needs tls_ca (the CA certificates to trust, PEM)", c.name, c.tls));
+            }
         }
         let b = &self.buffer;
         if b.size == 0 || b.drain_concurrency == 0 || b.window_ms == 0 || b.max_failover_duration_ms == 0 {
@@ -380,8 +516,17 @@ impl Config {
             if !users.insert(u.name.clone()) {
                 return bad(format!("user {:?} is defined twice", u.name));
             }
-            if let Err(e) = u.hash() {
+            if let Err(e) = u.credential() {
                 return bad(format!("user {:?}: {e}", u.name));
+            }
+            if u.auth == AuthMethod::Ed25519 && u.backend_password_file.is_none() {
+                return bad(format!(
+                    "user {:?}: auth = \"ed25519\" needs backend_password_file (an ed25519 signature cannot be passed on to a backend)",
+                    u.name
+                ));
+            }
+            if let Err(e) = u.backend_password() {
+                return bad(format!("user {:?}: backend_password_file: {e}", u.name));
             }
             if let Some(c) = &u.cluster {
                 if !names.contains(c) {

@@ -13,6 +13,8 @@ pub struct AdminLogin {
     pub user: String,
     pub password: String,
     pub timeout: Duration,
+    /// TLS to the servers (the cluster's `tls`, `tls_ca`); None: plaintext.
+    pub tls: Option<mysql_async::SslOpts>,
 }
 
 impl std::fmt::Debug for AdminLogin {
@@ -59,6 +61,7 @@ impl Server {
             .user(Some(&login.user))
             .pass(Some(&login.password))
             .prefer_socket(false)
+            .ssl_opts(login.tls.clone())
             .into();
         let unreachable = |why: String| ServerError::Unreachable { addr: addr.to_string(), why };
         match tokio::time::timeout(login.timeout, Conn::new(opts)).await {

@@ -1,4 +1,11 @@
-//! mysql_native_password, both ways.
+//! What baton proves to backends with, and mysql_native_password both ways.
+//!
+//! A session keeps a [`BackendSecret`]: stage 1 of a native password (recovered
+//! from the client's proof, below) or the password itself (given by a
+//! `caching_sha2_password` full authentication, or the user's
+//! `backend_password_file`). [`BackendSecret::answer`] answers whichever plugin
+//! the backend asks for: `mysql_native_password` from either, `client_ed25519` and
+//! `caching_sha2_password` from a password only.
 //!
 //! A client proves it knows the password with
 //! `proof = SHA1(pw) XOR SHA1(nonce + SHA1(SHA1(pw)))`. Knowing the stored
@@ -21,6 +28,61 @@ pub struct Stage1(pub Option<[u8; 20]>);
 impl std::fmt::Debug for Stage1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Stage1(..)")
+    }
+}
+
+pub const SHA2_PLUGIN: &[u8] = b"caching_sha2_password";
+pub const ED25519_PLUGIN: &[u8] = b"client_ed25519";
+
+/// A plaintext password, wiped from memory when dropped; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(zeroize::Zeroizing<Vec<u8>>);
+
+impl Password {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Password(zeroize::Zeroizing::new(bytes))
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// What baton logs in to backends with, as the client's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendSecret {
+    /// SHA1(password): answers mysql_native_password only.
+    Stage1(Stage1),
+    /// The password: answers every plugin baton knows.
+    Password(Password),
+}
+
+impl BackendSecret {
+    /// The auth data answering `plugin`'s `nonce` (the first 20 bytes for the
+    /// SHA-based plugins, 32 for ed25519). Err names what cannot be answered.
+    pub fn answer(&self, plugin: &[u8], nonce: &[u8]) -> Result<Vec<u8>, String> {
+        let n20 = &nonce[..nonce.len().min(20)];
+        match (plugin, self) {
+            (NATIVE_PLUGIN, BackendSecret::Stage1(s1)) => Ok(proof_for(s1, n20)),
+            (NATIVE_PLUGIN, BackendSecret::Password(p)) => {
+                Ok(mysql_common::scramble::scramble_native(n20, p.bytes()).map(Vec::from).unwrap_or_default())
+            }
+            (SHA2_PLUGIN, BackendSecret::Password(p)) => {
+                Ok(mysql_common::scramble::scramble_sha256(n20, p.bytes()).map(Vec::from).unwrap_or_default())
+            }
+            (ED25519_PLUGIN, BackendSecret::Password(p)) => {
+                Ok(mysql_common::scramble::create_response_for_ed25519(p.bytes(), &nonce[..nonce.len().min(32)]).to_vec())
+            }
+            (plugin, _) => Err(format!(
+                "the backend asks for auth plugin {:?}, which needs the password: set backend_password_file for this user",
+                String::from_utf8_lossy(plugin)
+            )),
+        }
     }
 }
 
@@ -63,6 +125,18 @@ pub fn verify(hash: &PasswordHash, nonce: &[u8], proof: &[u8]) -> Option<Stage1>
             // Constant-time compare.
             let diff = check.iter().zip(stage2).fold(0u8, |acc, (a, b)| acc | (a ^ b));
             (diff == 0).then_some(Stage1(Some(stage1)))
+        }
+    }
+}
+
+/// Does `password` have the stage-2 hash `hash`? (Constant-time compare.)
+pub fn native_hash_matches(hash: &PasswordHash, password: &[u8]) -> bool {
+    match &hash.0 {
+        None => password.is_empty(),
+        Some(stage2) => {
+            let s1: [u8; 20] = Sha1::digest(password).into();
+            let s2: [u8; 20] = Sha1::digest(s1).into();
+            !password.is_empty() && s2.iter().zip(stage2).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
         }
     }
 }

@@ -17,10 +17,12 @@ use mysql_common::io::ParseBuf;
 use mysql_common::packets::HandshakePacket;
 use tokio::net::TcpStream;
 
-use crate::auth::{proof_for, Stage1, NATIVE_PLUGIN};
+use crate::auth::{BackendSecret, NATIVE_PLUGIN, SHA2_PLUGIN};
 use crate::error::ProxyError;
 use crate::packet::{PacketIo, RawPacket};
 use crate::proto::{self, backend_capabilities};
+use crate::stream::Stream;
+use crate::tls::BackendTls;
 use crate::tracking::ClientTracking;
 
 /// What baton runs on every new backend session: track every system variable
@@ -59,7 +61,7 @@ pub enum BackendError {
 /// Who to log in as, and how.
 pub struct Login<'a> {
     pub user: &'a str,
-    pub stage1: &'a Stage1,
+    pub secret: &'a BackendSecret,
     pub db: Option<&'a [u8]>,
     /// Two bytes: COM_CHANGE_USER can name collations above 255.
     pub collation: u16,
@@ -69,7 +71,7 @@ pub struct Login<'a> {
 
 /// A logged-in backend session.
 pub struct Backend {
-    pub io: PacketIo<TcpStream>,
+    pub io: PacketIo<Stream>,
     pub addr: String,
     pub caps: CapabilityFlags,
     /// The server's thread id for this session.
@@ -90,7 +92,7 @@ pub struct Backend {
 /// which the server answers with an access-denied error that does not count.
 pub struct Greeted {
     /// None once logged in (or being abandoned).
-    io: Option<PacketIo<TcpStream>>,
+    io: Option<PacketIo<Stream>>,
     /// A slot of the listener's bound on connections greeted before their client
     /// logged in (released when this is logged in or dropped).
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -100,6 +102,11 @@ pub struct Greeted {
     server_caps: CapabilityFlags,
     server_ext_caps: MariadbCapabilities,
     nonce: Vec<u8>,
+    /// The plugin the greeting names.
+    plugin: Vec<u8>,
+    /// TLS to start at login (the SSL request must carry the login's capabilities:
+    /// the server keeps those it gets first).
+    tls: Option<BackendTls>,
 }
 
 impl Greeted {
@@ -123,15 +130,44 @@ impl Greeted {
     async fn login_inner(self, login: &Login<'_>) -> Result<Backend, BackendError> {
         let mut this = self;
         let Some(mut io) = this.io.take() else { return Err(BackendError::Protocol("greeted connection already used".into())) };
-        let (addr, seq, connection_id, server_caps, server_ext_caps, nonce) =
-            (this.addr.clone(), this.seq, this.connection_id, this.server_caps, this.server_ext_caps, std::mem::take(&mut this.nonce));
+        let (addr, seq, connection_id, server_caps, server_ext_caps, nonce, plugin) = (
+            this.addr.clone(),
+            this.seq,
+            this.connection_id,
+            this.server_caps,
+            this.server_ext_caps,
+            std::mem::take(&mut this.nonce),
+            std::mem::take(&mut this.plugin),
+        );
         let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
         let mut caps = backend_capabilities(login.client_caps);
         if login.db.is_some() {
             caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
         }
         caps &= server_caps;
-        let proof = proof_for(login.stage1, &nonce[..nonce.len().min(20)]);
+        let mut seq = seq;
+        if let Some(tls) = this.tls.take() {
+            caps |= CapabilityFlags::CLIENT_SSL;
+            // The SSL request: the handshake response's first 32 bytes.
+            let ext = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) { 0 } else { (login.client_ext_caps & server_ext_caps).bits() };
+            let mut req = Vec::with_capacity(32);
+            req.put_u32_le(caps.bits());
+            req.put_u32_le(crate::packet::MAX_PAYLOAD as u32 + 1);
+            req.put_u8(u8::try_from(login.collation).unwrap_or(FALLBACK_COLLATION));
+            req.put_slice(&[0u8; 19]);
+            req.put_u32_le(ext);
+            seq = seq.wrapping_add(1);
+            io.send(seq, &req).await.map_err(lost)?;
+            let tcp = io.get_mut().take_plain().map_err(|e| BackendError::Protocol(e.to_string()))?;
+            let stream = tls.connect(&addr, tcp).await.map_err(|e| BackendError::Unreachable(format!("TLS handshake: {e}")))?;
+            *io.get_mut() = Stream::ClientTls(Box::new(stream));
+        }
+        // Answer the greeting's plugin when the secret can; else native (the
+        // server switches to the account's own plugin).
+        let (plugin, proof) = match login.secret.answer(&plugin, &nonce) {
+            Ok(p) => (plugin, p),
+            Err(_) => (NATIVE_PLUGIN.to_vec(), login.secret.answer(NATIVE_PLUGIN, &nonce).unwrap_or_default()),
+        };
 
         let mut resp = Vec::with_capacity(128);
         resp.put_u32_le(caps.bits());
@@ -148,11 +184,11 @@ impl Greeted {
             resp.put_slice(db);
             resp.put_u8(0);
         }
-        resp.put_slice(NATIVE_PLUGIN);
+        resp.put_slice(&plugin);
         resp.put_u8(0);
         io.send(seq.wrapping_add(1), &resp).await.map_err(lost)?;
 
-        auth_reply(&mut io, login).await?;
+        auth_reply(&mut io, login, &plugin).await?;
         let defaults = ServerDefaults { tracking: ClientTracking::default(), max_allowed_packet: 16 << 20 };
         let mut backend = Backend { io, addr, caps, connection_id, defaults, nonce, last_read: std::time::Instant::now() };
         backend.setup(login.collation, true).await?;
@@ -171,9 +207,11 @@ impl Drop for Greeted {
         let seq = self.seq.wrapping_add(1);
         rt.spawn(async move {
             let mut resp = Vec::with_capacity(64);
-            resp.put_u32_le(
-                (CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION | CapabilityFlags::CLIENT_PLUGIN_AUTH).bits(),
-            );
+            let mut caps = CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+            if io.get_ref().is_tls() {
+                caps |= CapabilityFlags::CLIENT_SSL;
+            }
+            resp.put_u32_le(caps.bits());
             resp.put_u32_le(1 << 24);
             resp.put_u8(FALLBACK_COLLATION);
             resp.put_slice(&[0u8; 23]);
@@ -189,32 +227,49 @@ impl Drop for Greeted {
     }
 }
 
-/// Read the server's answer to a login or COM_CHANGE_USER: OK, ERR, or an auth
-/// switch to mysql_native_password (answered with a proof for its new nonce).
-async fn auth_reply(io: &mut PacketIo<TcpStream>, login: &Login<'_>) -> Result<(), BackendError> {
+/// Read the server's answer to a login or COM_CHANGE_USER: OK, ERR, an auth
+/// switch (answered from the session's secret for the new plugin and nonce), or
+/// caching_sha2_password's more-data packets (fast path done; full
+/// authentication: the password, sent only inside TLS).
+async fn auth_reply(io: &mut PacketIo<Stream>, login: &Login<'_>, plugin: &[u8]) -> Result<(), BackendError> {
     let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
-    loop {
+    let mut plugin = plugin.to_vec();
+    for _ in 0..8 {
         let (s, _, reply) = io.read_logical(1 << 16).await.map_err(lost)?;
         match reply.first() {
             Some(0x00) => return Ok(()),
             Some(0xff) => return Err(BackendError::Refused(reply.to_vec())),
             Some(0xfe) => {
-                // Auth switch: plugin name NUL, then the new nonce.
+                // Auth switch: plugin name NUL, then the new nonce (NUL-ended for the SHA plugins).
                 let mut c = proto::Cursor::new(&reply[1..]);
-                let plugin = c.null_str().unwrap_or_default();
-                if plugin != NATIVE_PLUGIN {
-                    return Err(BackendError::Protocol(format!(
-                        "backend asks for auth plugin {:?}; baton logs in with mysql_native_password",
-                        String::from_utf8_lossy(plugin)
-                    )));
-                }
+                plugin = c.null_str().unwrap_or_default().to_vec();
                 let data = c.rest();
-                let nonce = &data[..data.len().min(20)];
-                io.send(s.wrapping_add(1), &proof_for(login.stage1, nonce)).await.map_err(lost)?;
+                let data = data.strip_suffix(&[0]).unwrap_or(data);
+                let answer = login.secret.answer(&plugin, data).map_err(BackendError::Protocol)?;
+                io.send(s.wrapping_add(1), &answer).await.map_err(lost)?;
             }
+            Some(0x01) if plugin == SHA2_PLUGIN => match reply.get(1) {
+                Some(3) => {} // fast authentication succeeded; OK follows
+                Some(4) => {
+                    let BackendSecret::Password(p) = login.secret else {
+                        return Err(BackendError::Protocol("caching_sha2_password full authentication needs the password".into()));
+                    };
+                    if !io.get_ref().is_tls() {
+                        return Err(BackendError::Protocol(
+                            "caching_sha2_password full authentication needs TLS to the backend (set tls in [[clusters]])".into(),
+                        ));
+                    }
+                    let mut clear = p.bytes().to_vec();
+                    clear.push(0);
+                    io.send(s.wrapping_add(1), &clear).await.map_err(lost)?;
+                    zeroize::Zeroize::zeroize(&mut clear);
+                }
+                _ => return Err(BackendError::Protocol("unexpected caching_sha2_password packet".into())),
+            },
             _ => return Err(BackendError::Protocol("unexpected packet during login".into())),
         }
     }
+    Err(BackendError::Protocol("too many authentication round trips".into()))
 }
 
 impl Backend {
@@ -248,7 +303,7 @@ impl Backend {
     /// resets the session (baton's tracking is put back).
     pub async fn change_user(&mut self, login: &Login<'_>) -> Result<(), BackendError> {
         let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
-        let proof = proof_for(login.stage1, &self.nonce[..self.nonce.len().min(20)]);
+        let proof = login.secret.answer(NATIVE_PLUGIN, &self.nonce).unwrap_or_default();
         let mut p = vec![proto::cmd::CHANGE_USER];
         p.extend_from_slice(login.user.as_bytes());
         p.push(0);
@@ -262,29 +317,30 @@ impl Backend {
             p.push(0);
         }
         self.io.send(0, &p).await.map_err(lost)?;
-        auth_reply(&mut self.io, login).await?;
+        auth_reply(&mut self.io, login, NATIVE_PLUGIN).await?;
         self.setup(login.collation, false).await
     }
 
     /// Connect and log in, all within `timeout`.
-    pub async fn connect(addr: &str, login: &Login<'_>, timeout: Duration) -> Result<Backend, BackendError> {
+    pub async fn connect(addr: &str, tls: Option<&BackendTls>, login: &Login<'_>, timeout: Duration) -> Result<Backend, BackendError> {
         let started = tokio::time::Instant::now();
-        let greeted = Self::greet(addr, timeout).await?;
+        let greeted = Self::greet(addr, tls, timeout).await?;
         greeted.login(login, timeout.saturating_sub(started.elapsed())).await
     }
 
-    /// Open a connection and read the server's greeting, within `timeout`.
-    pub async fn greet(addr: &str, timeout: Duration) -> Result<Greeted, BackendError> {
-        match tokio::time::timeout(timeout, Self::greet_inner(addr)).await {
+    /// Open a connection and read the server's greeting, within `timeout`; with
+    /// `tls`, send the SSL request and run the TLS handshake too.
+    pub async fn greet(addr: &str, tls: Option<&BackendTls>, timeout: Duration) -> Result<Greeted, BackendError> {
+        match tokio::time::timeout(timeout, Self::greet_inner(addr, tls)).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Unreachable(format!("timed out after {} ms", timeout.as_millis()))),
         }
     }
 
-    async fn greet_inner(addr: &str) -> Result<Greeted, BackendError> {
+    async fn greet_inner(addr: &str, tls: Option<&BackendTls>) -> Result<Greeted, BackendError> {
         let stream = TcpStream::connect(addr).await.map_err(|e| BackendError::Unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let mut io = PacketIo::new(stream);
+        let mut io = PacketIo::new(Stream::Plain(stream));
         let lost = |e: crate::error::ProxyError| BackendError::Unreachable(e.to_string());
         let (_, seq, greeting) = io.read_logical(1 << 16).await.map_err(lost)?;
         if greeting.first() == Some(&0xff) {
@@ -294,7 +350,14 @@ impl Backend {
         if !hs.capabilities().contains(CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SESSION_TRACK) {
             return Err(BackendError::Protocol("server lacks protocol 4.1 or session tracking".into()));
         }
+        if let Some(tls) = tls {
+            if !hs.capabilities().contains(CapabilityFlags::CLIENT_SSL) {
+                return Err(BackendError::Unreachable(format!("the server offers no TLS (cluster tls = {:?})", tls.mode)));
+            }
+        }
         Ok(Greeted {
+            tls: tls.cloned(),
+            plugin: hs.auth_plugin().map(|p| p.as_bytes().to_vec()).unwrap_or_else(|| NATIVE_PLUGIN.to_vec()),
             seq,
             connection_id: hs.connection_id(),
             server_caps: hs.capabilities(),
@@ -398,15 +461,8 @@ impl Backend {
     /// Has the server closed this idle connection or sent something unasked?
     /// Either way it must not be used for the next command. Cheap: tokio answers
     /// from the readiness it already knows, without a system call when idle.
-    pub fn is_stale(&self) -> bool {
-        if self.io.has_buffered_bytes() {
-            return true;
-        }
-        let mut b = [0u8; 1];
-        match self.io.get_ref().try_read(&mut b) {
-            Ok(_) => true,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        }
+    pub fn is_stale(&mut self) -> bool {
+        self.io.has_buffered_bytes() || self.io.get_mut().closed_or_unasked_data()
     }
 
     /// COM_SET_OPTION (multi-statements on or off), for baton's own use.

@@ -1,30 +1,37 @@
-//! The client side of the connection phase: baton's greeting, the client's
-//! handshake response, and mysql_native_password verification (with an auth
-//! switch for clients that start with another plugin).
+//! The client side of the connection phase: baton's greeting, TLS when the
+//! client asks for it (the SSL request, then a TLS handshake on the same
+//! connection, then the handshake response inside TLS; MySQL's protocol page
+//! "Protocol::SSLRequest"), and the authentication exchange
+//! ([`crate::authenticate`]).
 
 use std::net::SocketAddr;
 
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
-use tokio::net::TcpStream;
 
-use crate::auth::{self, Stage1, NATIVE_PLUGIN};
+use crate::auth::{self, BackendSecret, NATIVE_PLUGIN};
+use crate::authenticate::{Exchange, Verdict};
 use crate::context::{ProxyContext, UserEntry};
 use crate::error::{MysqlError, ProxyError, Result};
 use crate::packet::PacketIo;
 use crate::proto::{server_capabilities, server_ext_capabilities};
+use crate::stream::Stream;
 
 /// utf8mb4_general_ci, the greeting's default collation.
 pub const DEFAULT_COLLATION: u8 = 45;
+
+/// The SSL request: the handshake response's fixed 32-byte head, CLIENT_SSL set.
+const SSL_REQUEST_LEN: usize = 32;
 
 /// A client that proved who it is.
 #[derive(Debug)]
 pub struct Hello {
     pub user: String,
     pub entry: UserEntry,
-    pub stage1: Stage1,
+    /// What baton logs in to backends with.
+    pub secret: BackendSecret,
     pub db: Option<Vec<u8>>,
     pub collation: u8,
     pub caps: CapabilityFlags,
@@ -34,12 +41,19 @@ pub struct Hello {
     pub nonce: [u8; 20],
     /// Sequence id for the final OK/ERR.
     pub next_seq: u8,
+    /// The client's connection is encrypted.
+    pub tls: bool,
 }
 
 /// Send the greeting and authenticate the client.
-pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u32, peer: SocketAddr) -> Result<Hello> {
+pub async fn accept(io: &mut PacketIo<Stream>, ctx: &ProxyContext, conn_id: u32, peer: SocketAddr) -> Result<Hello> {
     let nonce = auth::new_nonce();
     let limits = ctx.limits();
+    let tls = ctx.tls.current();
+    let mut offered = server_capabilities();
+    if tls.is_some() {
+        offered |= CapabilityFlags::CLIENT_SSL;
+    }
     let mut scramble_2 = nonce[8..].to_vec();
     scramble_2.push(0);
     let greeting = HandshakePacket::new(
@@ -48,7 +62,7 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
         conn_id,
         nonce[..8].try_into().expect("8 bytes"),
         Some(scramble_2),
-        server_capabilities(),
+        offered,
         DEFAULT_COLLATION,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(NATIVE_PLUGIN),
@@ -58,27 +72,46 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
     greeting.serialize(&mut buf);
     io.send(0, &buf).await?;
 
-    let (seq, _, payload) = io.read_logical(64 * 1024).await.map_err(|e| match e {
+    let too_large = |e| match e {
         ProxyError::Fatal(err) if err.code == 1153 => ProxyError::Fatal(MysqlError::bad_handshake("handshake response larger than 64 KiB")),
         other => other,
-    })?;
+    };
+    // Read exactly one packet: a TLS ClientHello may follow an SSL request at once.
+    let (mut seq, mut payload) = io.read_exact_packet(64 * 1024).await.map_err(too_large)?;
     if seq != 1 {
         return Err(ProxyError::Fatal(MysqlError::packets_out_of_order()));
     }
+    let wants_tls =
+        payload.len() >= 4 && u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) & CapabilityFlags::CLIENT_SSL.bits() != 0;
+    if wants_tls {
+        let Some(tls) = &tls else {
+            return Err(ProxyError::Fatal(MysqlError::bad_handshake("TLS is not offered by this baton listener")));
+        };
+        if payload.len() != SSL_REQUEST_LEN {
+            return Err(ProxyError::Fatal(MysqlError::bad_handshake("an SSL request must be 32 bytes")));
+        }
+        let tcp = io.get_mut().take_plain()?;
+        // A failed TLS handshake leaves the stream detached: nothing more is sent.
+        let stream = tls.acceptor.accept(tcp).await?;
+        *io.get_mut() = Stream::ServerTls(Box::new(stream));
+        let (s, _, p) = io.read_logical(64 * 1024).await.map_err(too_large)?;
+        if s != 2 {
+            return Err(ProxyError::Fatal(MysqlError::packets_out_of_order()));
+        }
+        (seq, payload) = (s, p);
+    }
+    let encrypted = io.get_ref().is_tls();
     // Parse with the capabilities both sides have: some clients set flags (such as
     // CONNECT_ATTRS) that the server did not offer and then omit the fields.
     let mut payload = payload.to_vec();
     if payload.len() >= 4 {
-        let offered = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
-        let effective = offered & (server_capabilities() | CapabilityFlags::CLIENT_SSL).bits();
+        let sent = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
+        let effective = sent & server_capabilities().bits();
         payload[..4].copy_from_slice(&effective.to_le_bytes());
     }
     let resp: HandshakeResponse<'_> =
         ParseBuf(&payload).parse(()).map_err(|_| ProxyError::Fatal(MysqlError::bad_handshake("malformed handshake response")))?;
     let client_caps = resp.capabilities();
-    if client_caps.contains(CapabilityFlags::CLIENT_SSL) {
-        return Err(ProxyError::Fatal(MysqlError::bad_handshake("TLS is not offered by this baton listener")));
-    }
     if !client_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         return Err(ProxyError::Fatal(MysqlError::unsupported_client("protocol 4.1 is required")));
     }
@@ -94,26 +127,21 @@ pub async fn accept(io: &mut PacketIo<TcpStream>, ctx: &ProxyContext, conn_id: u
         0 => DEFAULT_COLLATION,
         c => c,
     };
-    let plugin_ok = resp.auth_plugin().is_none_or(|p| p.as_bytes() == NATIVE_PLUGIN);
-    let mut proof = resp.scramble_buf().to_vec();
-    let mut next_seq = seq.wrapping_add(1);
-    if !plugin_ok {
-        // Ask the client to answer our nonce with mysql_native_password instead.
-        let mut data = nonce.to_vec();
-        data.push(0);
-        let mut sw = Vec::new();
-        AuthSwitchRequest::new(NATIVE_PLUGIN, data).serialize(&mut sw);
-        io.send(next_seq, &sw).await?;
-        let (s, _, reply) = io.read_logical(64 * 1024).await?;
-        if s != next_seq.wrapping_add(1) {
-            return Err(ProxyError::Fatal(MysqlError::packets_out_of_order()));
-        }
-        proof = reply.to_vec();
-        next_seq = s.wrapping_add(1);
+    let plugin = resp.auth_plugin().map(|p| p.as_bytes().to_vec());
+    let data = resp.scramble_buf().to_vec();
+    let host = peer.ip().to_string();
+    if tls.as_ref().is_some_and(|t| t.required) && !encrypted {
+        // As the server refuses a REQUIRE SSL account without TLS.
+        return Err(ProxyError::Fatal(MysqlError::access_denied(&user, &host, !data.is_empty())));
     }
-    let denied = || ProxyError::Fatal(MysqlError::access_denied(&user, &peer.ip().to_string(), !proof.is_empty()));
-    let users = ctx.users();
-    let entry = users.get(&user).ok_or_else(denied)?;
-    let stage1 = auth::verify(&entry.hash, &nonce, &proof).ok_or_else(denied)?;
-    Ok(Hello { user: user.clone(), entry: entry.clone(), stage1, db, collation, caps, ext_caps, nonce, next_seq })
+    let mut exchange = Exchange { io, ctx, nonce: &nonce, seq: seq.wrapping_add(1) };
+    let verdict = exchange.run(&user, plugin.as_deref(), data).await?;
+    let next_seq = exchange.seq;
+    match verdict {
+        Verdict::Allowed { entry, secret } if !entry.require_tls || encrypted => {
+            Ok(Hello { user, entry: *entry, secret, db, collation, caps, ext_caps, nonce, next_seq, tls: encrypted })
+        }
+        Verdict::Allowed { .. } => Err(ProxyError::Fatal(MysqlError::access_denied(&user, &host, true))),
+        Verdict::Denied { using_password } => Err(ProxyError::Fatal(MysqlError::access_denied(&user, &host, using_password))),
+    }
 }

@@ -15,6 +15,7 @@
 //! - [`error`]: the data path's errors and every error baton sends a client.
 
 pub mod auth;
+pub mod authenticate;
 pub mod backend;
 pub mod command;
 pub mod context;
@@ -28,7 +29,9 @@ pub mod restore;
 pub mod session;
 pub mod sql;
 pub mod state;
+pub mod stream;
 pub mod threads;
+pub mod tls;
 pub mod tracking;
 pub mod workers;
 

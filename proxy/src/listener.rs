@@ -20,6 +20,7 @@ use crate::handshake;
 use crate::packet::PacketIo;
 use crate::proto;
 use crate::session::Session;
+use crate::stream::Stream;
 use crate::threads::{Registration, Thread};
 
 /// Shutdown signals and the set of running sessions.
@@ -92,7 +93,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, max_connection
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, conn_id: u32, close: CancellationToken) {
-    let mut io = PacketIo::new(stream);
+    let mut io = PacketIo::new(Stream::Plain(stream));
     // Greet the primary first: its thread id is the client's connection id.
     let (greeted, registration) = greet_primary(&ctx, conn_id).await;
     let client_id = registration.client_id();
@@ -119,7 +120,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, con
         Ok(Err(e)) => {
             if let Some(err) = e.client_error() {
                 tracing::debug!(error = %err, "handshake refused");
-                let _ = io.send(2, &proto::err_payload(&err)).await;
+                // Answers the client's last packet (after TLS and auth switches, not 2).
+                let seq = io.last_seq().wrapping_add(1);
+                let _ = io.send(seq, &proto::err_payload(&err)).await;
             }
             return;
         }
@@ -158,7 +161,7 @@ async fn greet_primary(ctx: &ProxyContext, fallback_id: u32) -> (Option<(Greeted
         let timeout = ctx.limits().backend_connect_timeout.min(GREETING_WAIT);
         let mut slot = Some(slot);
         for _ in 0..ATTEMPTS {
-            let Ok(mut g) = Backend::greet(&addr, timeout).await else { break };
+            let Ok(mut g) = Backend::greet(&addr, ctx.backend_tls(&ctx.greeting_cluster).as_ref(), timeout).await else { break };
             let thread = Thread { addr: addr.clone(), id: g.connection_id() };
             if let Some(r) = ctx.threads.register(g.connection_id(), thread) {
                 g.slot = slot.take();

@@ -80,6 +80,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         &self.stream
     }
 
+    /// The underlying stream, to upgrade it (TLS) in place.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Read one packet (no continuation) of at most `max` payload bytes without
+    /// reading a byte past it, so the stream can be handed to TLS right after
+    /// (a client may send its TLS ClientHello right behind its SSL request).
+    /// Returns the sequence id and the payload.
+    pub async fn read_exact_packet(&mut self, max: usize) -> Result<(u8, Bytes)> {
+        if !self.rbuf.is_empty() {
+            return Err(ProxyError::Fatal(MysqlError::packets_out_of_order()));
+        }
+        let mut header = [0u8; 4];
+        self.stream.read_exact(&mut header).await?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+        if len > max || len == MAX_PAYLOAD {
+            return Err(ProxyError::Fatal(MysqlError::packet_too_large()));
+        }
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).await?;
+        self.last_seq = header[3];
+        Ok((header[3], Bytes::from(payload)))
+    }
+
     /// Is a complete physical packet already buffered (so reading it will not block)?
     pub fn has_buffered_packet(&self) -> bool {
         header_len(&self.rbuf).is_some_and(|len| self.rbuf.len() >= 4 + len)
@@ -235,6 +260,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     pub async fn flush(&mut self) -> Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            // TLS holds written records until flushed (a no-op on plain TCP).
+            self.stream.flush().await?;
             if self.wbuf.capacity() > SHRINK_ABOVE {
                 self.wbuf = BytesMut::with_capacity(INITIAL_CAPACITY);
             } else {

@@ -34,6 +34,9 @@ pub struct ClusterInfo {
     pub sockets: Vec<PathBuf>,
     pub pids: Vec<u32>,
     pub primary: String,
+    /// The CA (PEM) that signed every server's certificate (`127.0.0.1`, `localhost`).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ClusterInfo {
@@ -81,8 +84,11 @@ pub fn sql(socket: &Path, statement: &str) -> Result<String> {
     run(Command::new("mariadb").arg("-uroot").arg(format!("--socket={}", socket.display())).args(["-N", "-B", "-e", statement]))
 }
 
-fn my_cnf(node: usize, dir: &Path, port: u16) -> String {
+pub mod tls;
+
+fn my_cnf(node: usize, dir: &Path, port: u16, tls: &tls::CertFiles, ca: &Path) -> String {
     let d = dir.display();
+    let (cert, key, ca) = (tls.cert.display(), tls.key.display(), ca.display());
     format!(
         "[mariadbd]
 log_basename=node{node}
@@ -118,6 +124,11 @@ read_only=ON
 max_connections=2000
 local_infile=ON
 performance_schema=OFF
+# TLS offered (not required); clients choose. The ed25519 plugin for its tests.
+ssl_ca={ca}
+ssl_cert={cert}
+ssl_key={key}
+plugin_load_add=auth_ed25519
 ",
         id = node + 1
     )
@@ -166,6 +177,12 @@ impl Cluster {
             .arg(format!("--datadir={}", base.display()))
             .arg(format!("--tmpdir={}", tmpdir.display()))
             .args(["--user=mysql", "--auth-root-authentication-method=socket", "--skip-test-db"]))?;
+        let tls_dir = dir.join("tls");
+        std::fs::create_dir_all(&tls_dir)?;
+        let ca = tls::TestCa::new("baton test cluster CA")?;
+        let ca_path = tls_dir.join("ca.pem");
+        ca.write(&ca_path)?;
+        let server_cert = ca.issue(&tls_dir, "server", &["127.0.0.1", "localhost"], None)?;
         let mut children = Vec::new();
         let mut servers = Vec::new();
         let mut sockets = Vec::new();
@@ -177,7 +194,7 @@ impl Cluster {
             run(Command::new("chown").arg("-R").arg("mysql:mysql").arg(&nd))?;
             let port = free_port();
             let cnf = nd.join("my.cnf");
-            std::fs::write(&cnf, my_cnf(i, &nd, port))?;
+            std::fs::write(&cnf, my_cnf(i, &nd, port, &server_cert, &ca_path))?;
             let child = Command::new("mariadbd")
                 .arg(format!("--defaults-file={}", cnf.display()))
                 .arg("--user=mysql")
@@ -192,7 +209,14 @@ impl Cluster {
             sockets.push(nd.join("mysql.sock"));
         }
         let mut cluster = Cluster {
-            info: ClusterInfo { dir: dir.clone(), servers: servers.clone(), sockets: sockets.clone(), pids, primary: servers[0].clone() },
+            info: ClusterInfo {
+                dir: dir.clone(),
+                servers: servers.clone(),
+                sockets: sockets.clone(),
+                pids,
+                primary: servers[0].clone(),
+                tls_ca: Some(ca_path.clone()),
+            },
             children,
             _tmp: tmp,
         };

@@ -6,11 +6,9 @@
 //! utf8mb4_croatian_ci). Never a silent OK.
 
 use mysql_common::constants::CapabilityFlags;
-use mysql_common::packets::AuthSwitchRequest;
-use mysql_common::proto::MySerialize;
 
 use super::{route, Session};
-use crate::auth::{self, NATIVE_PLUGIN};
+use crate::authenticate::{Exchange, Verdict};
 use crate::backend::Login;
 use crate::error::{MysqlError, ProxyError, Result};
 use crate::proto;
@@ -22,7 +20,7 @@ impl Session {
         let malformed = || ProxyError::Fatal(MysqlError::malformed_packet("COM_CHANGE_USER"));
         let mut c = proto::Cursor::new(&payload[1..]);
         let user = String::from_utf8_lossy(c.null_str().ok_or_else(malformed)?).into_owned();
-        let mut proof = if self.caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+        let proof = if self.caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
             let n = c.u8().ok_or_else(malformed)?;
             c.take(n as usize).ok_or_else(malformed)?.to_vec()
         } else {
@@ -31,22 +29,19 @@ impl Session {
         let db = c.null_str().unwrap_or_default().to_vec();
         let collation = c.u16().filter(|&c| c != 0).unwrap_or(self.collation);
         let plugin = if self.caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) { c.null_str() } else { None };
-        let mut seq = self.reply_seq;
-        if plugin.is_some_and(|p| !p.is_empty() && p != NATIVE_PLUGIN) {
-            let mut data = self.nonce.to_vec();
-            data.push(0);
-            let mut sw = Vec::new();
-            AuthSwitchRequest::new(NATIVE_PLUGIN, data).serialize(&mut sw);
-            self.client.send(seq, &sw).await?;
-            let (s, _, reply) = self.client.read_logical(64 * 1024).await?;
-            proof = reply.to_vec();
-            seq = s.wrapping_add(1);
-        }
-        let denied = MysqlError::access_denied(&user, &self.peer.ip().to_string(), !proof.is_empty());
-        let verified = self.ctx.users().get(&user).cloned().and_then(|entry| auth::verify(&entry.hash, &self.nonce, &proof).map(|s1| (entry, s1)));
-        let Some((entry, stage1)) = verified else {
-            self.client.send(seq, &proto::err_payload(&denied)).await?;
-            return Err(ProxyError::Io(std::io::ErrorKind::PermissionDenied.into()));
+        let ctx = self.ctx.clone();
+        let mut exchange = Exchange { io: &mut self.client, ctx: &ctx, nonce: &self.nonce, seq: self.reply_seq };
+        let verdict = exchange.run(&user, plugin, proof).await?;
+        let seq = exchange.seq;
+        let encrypted = self.client.get_ref().is_tls();
+        let (entry, secret) = match verdict {
+            Verdict::Allowed { entry, secret } if !entry.require_tls || encrypted => (*entry, secret),
+            Verdict::Allowed { .. } | Verdict::Denied { .. } => {
+                let using_password = !matches!(verdict, Verdict::Denied { using_password: false });
+                let denied = MysqlError::access_denied(&user, &self.peer.ip().to_string(), using_password);
+                self.client.send(seq, &proto::err_payload(&denied)).await?;
+                return Err(ProxyError::Io(std::io::ErrorKind::PermissionDenied.into()));
+            }
         };
         let Some(cluster) = self.ctx.clusters.get(&entry.cluster).cloned() else {
             let e = MysqlError::backend_unavailable(&entry.cluster, "?", "unknown cluster");
@@ -61,10 +56,10 @@ impl Session {
             }
         };
         let db = (!db.is_empty()).then_some(db);
-        let login = Login { user: &user, stage1: &stage1, db: db.as_deref(), collation, client_caps: self.caps, client_ext_caps: self.ext_caps };
+        let login = Login { user: &user, secret: &secret, db: db.as_deref(), collation, client_caps: self.caps, client_ext_caps: self.ext_caps };
         // The same backend session when it is on this cluster's primary now.
         let same_primary = cluster.name == self.cluster.name
-            && self.backend.as_ref().is_some_and(|b| !b.is_stale())
+            && self.backend.as_mut().is_some_and(|b| !b.is_stale())
             && self.ctx.primary_of(&cluster.name).is_some_and(|(p, t)| t == self.backend_term && self.backend.as_ref().is_some_and(|b| b.addr == p));
         let result = if same_primary {
             let b = self.backend.as_mut().expect("checked");
@@ -92,7 +87,7 @@ impl Session {
                 self.registration.moved(Thread { addr: b.addr.clone(), id: b.connection_id });
                 self.max_packet = b.defaults.max_allowed_packet.min(self.ctx.limits().max_allowed_packet);
                 self.user = user;
-                self.stage1 = stage1;
+                self.secret = secret;
                 self.collation = collation;
                 self.cluster = cluster;
                 self.state = SessionState::new(db);

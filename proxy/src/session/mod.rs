@@ -20,14 +20,14 @@ mod route;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::stream::Stream;
 use baton_control::cluster::ClusterHandle;
 use baton_control::gate::{Admission, Phase};
 use bytes::Bytes;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Stage1;
+use crate::auth::BackendSecret;
 use crate::backend::{Backend, BackendError, Greeted, Login};
 use crate::command::Command;
 use crate::context::ProxyContext;
@@ -64,12 +64,12 @@ impl From<BackendError> for MysqlErrorOrRaw {
 
 pub struct Session {
     ctx: Arc<ProxyContext>,
-    client: PacketIo<TcpStream>,
+    client: PacketIo<Stream>,
     peer: SocketAddr,
     caps: CapabilityFlags,
     ext_caps: MariadbCapabilities,
     user: String,
-    stage1: Stage1,
+    secret: BackendSecret,
     nonce: [u8; 20],
     /// The client's collation (two bytes: COM_CHANGE_USER can name ids over 255).
     collation: u16,
@@ -121,7 +121,7 @@ impl Session {
     /// answer the client.
     pub async fn establish(
         ctx: Arc<ProxyContext>,
-        mut client: PacketIo<TcpStream>,
+        mut client: PacketIo<Stream>,
         peer: SocketAddr,
         hello: Hello,
         greeted: Option<(Greeted, u64)>,
@@ -141,7 +141,7 @@ impl Session {
         };
         let login = Login {
             user: &hello.user,
-            stage1: &hello.stage1,
+            secret: &hello.secret,
             db: hello.db.as_deref(),
             collation: u16::from(hello.collation),
             client_caps: hello.caps,
@@ -181,7 +181,7 @@ impl Session {
             caps: hello.caps,
             ext_caps: hello.ext_caps,
             user: hello.user,
-            stage1: hello.stage1,
+            secret: hello.secret,
             nonce: hello.nonce,
             collation: u16::from(hello.collation),
             cluster,
@@ -322,7 +322,10 @@ impl Session {
         if self.state.last_prepared == Some(id) {
             self.state.last_prepared = None;
         }
-        if let Some(b) = self.backend.as_mut().filter(|b| !b.is_stale()) {
+        if let Some(b) = self.backend.as_mut() {
+            if b.is_stale() {
+                return;
+            }
             let mut p = vec![cmd::STMT_CLOSE];
             p.extend_from_slice(&stmt.backend_id.to_le_bytes());
             if b.send(0, &p).await.is_err() {

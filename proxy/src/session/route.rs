@@ -25,11 +25,11 @@
 use std::borrow::Cow;
 use std::task::{Context, Poll};
 
+use crate::stream::Stream;
 use baton_control::gate::{Admission, Phase};
 use baton_control::metrics::BackendErrorClass;
 use bytes::Bytes;
 use tokio::io::ReadBuf;
-use tokio::net::TcpStream;
 
 use super::{MysqlErrorOrRaw, Session};
 use crate::backend::{Backend, Login};
@@ -95,7 +95,7 @@ pub(super) async fn connect_primary(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let greeted = Backend::greet(&addr, timeout).await.map_err(|e| unavailable(cluster, &addr, e))?;
+        let greeted = Backend::greet(&addr, ctx.backend_tls(cluster).as_ref(), timeout).await.map_err(|e| unavailable(cluster, &addr, e))?;
         let id = greeted.connection_id();
         if id != own_id && ctx.threads.is_client_id(id) && attempt < ID_ATTEMPTS {
             continue; // dropped unauthenticated; the next connection gets a new id
@@ -114,26 +114,28 @@ fn unavailable(cluster: &str, addr: &str, e: crate::backend::BackendError) -> My
 
 /// Resolves when the client's connection is closed (EOF or error). Pending
 /// forever once the client has sent more bytes (a pipelined command).
-async fn client_gone(io: &PacketIo<TcpStream>) {
+async fn client_gone(io: &PacketIo<Stream>) {
     if io.has_buffered_bytes() {
         return std::future::pending().await;
     }
+    let Some(tcp) = io.get_ref().tcp() else { return };
     let mut b = [0u8; 1];
-    match io.get_ref().peek(&mut b).await {
+    match tcp.peek(&mut b).await {
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending().await,
     }
 }
 
 /// Has the client closed its connection (checked without waiting)?
-fn client_closed_now(io: &PacketIo<TcpStream>) -> bool {
+fn client_closed_now(io: &PacketIo<Stream>) -> bool {
     if io.has_buffered_bytes() {
         return false;
     }
     let mut b = [0u8; 1];
     let mut buf = ReadBuf::new(&mut b);
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    matches!(io.get_ref().poll_peek(&mut cx, &mut buf), Poll::Ready(Ok(0)) | Poll::Ready(Err(_)))
+    let Some(tcp) = io.get_ref().tcp() else { return true };
+    matches!(tcp.poll_peek(&mut cx, &mut buf), Poll::Ready(Ok(0)) | Poll::Ready(Err(_)))
 }
 
 impl Session {
@@ -197,7 +199,7 @@ impl Session {
                 }
             };
             if pinned {
-                if self.backend.as_ref().is_none_or(|b| b.is_stale()) {
+                if self.backend.as_mut().is_none_or(|b| b.is_stale()) {
                     if self.cluster.gate.episode() == self.checked_episode && self.backend.is_some() {
                         // Closed by its server (KILL, wait_timeout), not by a reparent.
                         return Err(server_closed());
@@ -330,7 +332,8 @@ impl Session {
     async fn probe_primary(&self) -> bool {
         let Some((addr, _)) = self.ctx.primary_of(&self.cluster.name) else { return false };
         // An ERR greeting (too many connections, host blocked) is a live server.
-        matches!(Backend::greet(&addr, self.ctx.limits().backend_connect_timeout).await, Ok(_) | Err(crate::backend::BackendError::Refused(_)))
+        // A liveness probe: the greeting is enough (no TLS handshake).
+        matches!(Backend::greet(&addr, None, self.ctx.limits().backend_connect_timeout).await, Ok(_) | Err(crate::backend::BackendError::Refused(_)))
     }
 
     /// End the client's transaction after its backend was lost or revoked:
@@ -356,7 +359,7 @@ impl Session {
     /// now; otherwise log in there and restore the session's state.
     async fn ensure_backend(&mut self) -> std::result::Result<(), NotReady> {
         let episode = self.cluster.gate.episode();
-        if let Some(b) = &self.backend {
+        if let Some(b) = self.backend.as_mut() {
             let same = {
                 let topo = self.ctx.topology.borrow();
                 topo.cluster(&self.cluster.name).is_some_and(|r| r.term == self.backend_term && r.primary == b.addr)
@@ -384,7 +387,7 @@ impl Session {
         let db = self.state.schema.clone();
         let mut login = Login {
             user: &self.user,
-            stage1: &self.stage1,
+            secret: &self.secret,
             db: db.as_deref(),
             collation: self.collation,
             client_caps: self.caps,
