@@ -3,12 +3,15 @@
 set -euo pipefail
 need=()
 for pair in mariadbd:mariadb-server mariadb:mariadb-client sysbench:sysbench haproxy:haproxy \
-            protoc:protobuf-compiler promtool:prometheus etcd:etcd-server etcdctl:etcd-client; do
+            protoc:protobuf-compiler promtool:prometheus etcd:etcd-server etcdctl:etcd-client \
+            javac:default-jdk-headless; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
 # etcd-client's build compiles etcd's protos, which import google/protobuf/*.proto.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+# MariaDB Connector/J, for the Java driver tests.
+[ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
