@@ -364,3 +364,49 @@ fn check_config_refuses_expired_certificates_and_unreadable_secrets() {
     let (code, err) = run(&config(&info, &topo, &server_tls(&c.baton, true), "", &verify_ca(&info)));
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_the_log_even_at_trace() {
+    let info = cluster();
+    root_sql(&info, "CREATE USER IF NOT EXISTS 'eduser'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('edpw'); GRANT SELECT ON *.* TO 'eduser'@'%';");
+    let c = certs();
+    let pw_file = c.dir.path().join("eduser.password");
+    std::fs::write(&pw_file, "edpw\n").unwrap();
+    let ed_key = baton_control::credentials::Ed25519Key::from_password(b"edpw").to_mysql_string();
+    let users = format!(
+        "[[users]]\nname = \"eduser\"\nauth = \"ed25519\"\npassword_hash = {ed_key:?}\nbackend_password_file = {:?}\n",
+        pw_file.display().to_string()
+    );
+    let port = baton_testkit::free_port();
+    let text = config(&info, &c.dir.path().join("t.json"), &server_tls(&c.baton, false), &users, &verify_ca(&info))
+        .replace("listen = \"127.0.0.1:0\"\nadmin", &format!("listen = \"127.0.0.1:{port}\"\nadmin"));
+    let path = c.dir.path().join("baton.toml");
+    std::fs::write(&path, text).unwrap();
+    let log = c.dir.path().join("baton.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(&path)
+        .env("BATON_LOG", "trace")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("baton listening", std::time::Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).await;
+    let ca = format!("--ssl-ca={}", c.ca_path.display());
+    let results = tokio::task::spawn_blocking(move || {
+        [
+            mariadb(port, "eduser", "edpw", &["--ssl", &ca], "SELECT CURRENT_USER()"),
+            mariadb(port, "app", "app", &["--ssl", &ca], "SELECT 1"),
+            mariadb(port, "app", "app", &["--skip-ssl"], "SELECT 1"),
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(results.iter().all(|r| r.0), "{results:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("TRACE") || text.contains("DEBUG"), "not a trace log: {}", &text[..text.len().min(500)]);
+    for secret in ["edpw", "5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3", &ed_key] {
+        assert!(!text.contains(secret), "{secret:?} is in the log");
+    }
+}
