@@ -1,9 +1,10 @@
 //! Config reload (`POST /api/v1/config/reload`, SIGHUP): parse, validate, and swap
 //! what can change at run time; a bad file is refused and the running config kept.
 //!
-//! Changes at run time: users, data-path limits (new sessions), buffer limits,
-//! reparent timings, cluster settings (servers, credentials, durability), the admin
-//! token. Needs a restart: listeners, worker threads, the topology store, the set of clusters.
+//! Changes at run time: users (and their secret files), data-path limits (new
+//! sessions), `[server.tls]` certificates and the clusters' TLS (new connections),
+//! buffer limits, reparent timings, cluster settings (servers, credentials,
+//! durability), the admin token. Needs a restart: listeners, worker threads, the topology store, the set of clusters.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the typed TOML config, its defaults and `validate()`.
-//! - [`credentials`]: user password hashes (`*` + hex SHA1(SHA1(pw))), never plaintext at rest.
+//! - [`credentials`]: stored credentials as the servers keep them (native `*`+hex SHA1(SHA1(pw)), caching_sha2 `$A$`, ed25519 public key), never plaintext at rest.
 //! - [`topology`]: the per-cluster record (primary, term, servers) the data path routes by.
 //! - [`store`]: the topology store (embedded file, or etcd), published as watched state.
 //! - [`peers`]: several proxies on etcd: registration, the orchestrator role,
