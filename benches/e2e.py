@@ -41,7 +41,9 @@ def wait_port(port, deadline=30):
     raise SystemExit(f"port {port} did not open")
 
 
-def sysbench(port, workload, threads, seconds, extra=()):
+def sysbench(port, workload, threads, seconds, extra=(), ssl=False):
+    if ssl:
+        extra = (*extra, "--mysql-ssl=on")
     cmd = ["timeout", str(seconds + 60), "sysbench", workload, "--db-driver=mysql",
            "--mysql-host=127.0.0.1", f"--mysql-port={port}", "--mysql-user=app",
            "--mysql-password=app", "--mysql-db=sbtest", "--tables=4", "--table-size=10000",
@@ -95,6 +97,9 @@ def main():
     ap.add_argument("--no-rss", action="store_true", help="skip the 1,000 idle connections RSS measurement")
     ap.add_argument("--repeat", type=int, default=1, help="runs per target and case, interleaved; the median qps run is reported")
     ap.add_argument("--baton-threads", type=int, default=0, help="baton server.worker_threads (0: one per core)")
+    ap.add_argument("--tls", action="store_true",
+                    help="compare TLS instead: direct TLS, baton plaintext, baton with TLS from clients, "
+                         "baton with TLS on both legs; and the login cost with and without TLS")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="baton-bench-")
     os.chmod(work, 0o755)  # mariadbd runs as user mysql and must reach its data dir
@@ -153,16 +158,36 @@ name = "main"
 servers = [{servers}]
 primary = "{primary}"
 """)
+        if args.tls:
+            cert, key = os.path.join(work, "baton.pem"), os.path.join(work, "baton-key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                            "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            text = open(os.path.join(work, "baton.toml")).read().replace(
+                "[topology]", f'[server.tls]\ncert = "{cert}"\nkey = "{key}"\n[topology]')
+            open(os.path.join(work, "baton.toml"), "w").write(text)
+            bp2, ap2 = free_port(), free_port()
+            both = text.replace(f"127.0.0.1:{bp}", f"127.0.0.1:{bp2}").replace(f"127.0.0.1:{ap_}", f"127.0.0.1:{ap2}") \
+                + f'tls = "verify_ca"\ntls_ca = "{info["tls_ca"]}"\n'
+            both = both.replace(f"{work}/topology.json", f"{work}/topology2.json")
+            open(os.path.join(work, "baton-both.toml"), "w").write(both)
         baton = subprocess.Popen([f"{ROOT}/target/release/baton", "--config", os.path.join(work, "baton.toml")],
                                  stderr=subprocess.DEVNULL, env={**os.environ, "BATON_LOG": "warn"})
         procs.append(baton)
         wait_port(hp)
         wait_port(bp)
+        if args.tls:
+            baton2 = subprocess.Popen([f"{ROOT}/target/release/baton", "--config", os.path.join(work, "baton-both.toml")],
+                                      stderr=subprocess.DEVNULL, env={**os.environ, "BATON_LOG": "warn"})
+            procs.append(baton2)
+            wait_port(bp2)
 
         subprocess.run(["sysbench", "oltp_read_write", "--db-driver=mysql", "--mysql-host=127.0.0.1",
                         f"--mysql-port={direct}", "--mysql-user=app", "--mysql-password=app",
                         "--mysql-db=sbtest", "--tables=4", "--table-size=10000", "prepare"],
                        check=True, capture_output=True)
+        if args.tls:
+            return tls_runs(args, direct, bp, bp2, baton.pid, baton2.pid)
         targets = [("direct", direct), ("haproxy", hp), ("baton", bp)]
         pids = {"haproxy": procs[1].pid, "baton": baton.pid}
         rows = []
@@ -206,6 +231,50 @@ primary = "{primary}"
               f"connections ({(after - before) / 1000:.1f} KiB per connection incl. its backend session)")
     finally:
         cleanup()
+
+
+def login_ms(port, ssl, n=200):
+    """Mean time (ms) to connect, log in and disconnect, over n sequential logins."""
+    import pymysql
+    kw = {"ssl": {"check_hostname": False, "verify_mode": 0}} if ssl else {}
+    start = time.perf_counter()
+    for _ in range(n):
+        pymysql.connect(host="127.0.0.1", port=port, user="app", password="app", **kw).close()
+    return (time.perf_counter() - start) * 1000 / n
+
+
+def tls_runs(args, direct, bp, bp2, pid, pid2):
+    """TLS comparison: the same workloads direct with TLS, through baton in clear,
+    through baton with TLS from the client, and with TLS on both legs."""
+    targets = [("direct-tls", direct, True, None), ("baton", bp, False, pid),
+               ("baton-tls", bp, True, pid), ("baton-tls-both", bp2, True, pid2)]
+    rows = []
+    for case in args.cases.split(","):
+        workload, threads = case.split(":")[0], int(case.split(":")[1])
+        runs = {t[0]: [] for t in targets}
+        for _ in range(args.repeat):
+            for name, port, ssl, p in targets:
+                before = cpu_seconds(p) if p else 0.0
+                res = sysbench(port, workload, threads, args.time, ssl=ssl)
+                res["cpu_us"] = (cpu_seconds(p) - before) * 1e6 / max(1.0, res["qps"] * args.time) if p else float("nan")
+                runs[name].append(res)
+                print(f"  {workload} t={threads} {name}: {res}", file=sys.stderr)
+        rows.append((workload, threads, {n: sorted(rs, key=lambda x: x["qps"])[len(rs) // 2] for n, rs in runs.items()}))
+    print(f"\nsysbench with TLS, {args.time} s per run, median of {args.repeat} interleaved run(s), same machine (2 cores)\n")
+    print("| workload | threads | direct TLS qps | baton qps | baton TLS qps | baton TLS both legs qps "
+          "| baton TLS / direct TLS | baton TLS / baton | both legs / direct TLS | baton CPU us/query plain/TLS/both | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for workload, threads, r in rows:
+        d, b, t, t2 = r["direct-tls"], r["baton"], r["baton-tls"], r["baton-tls-both"]
+        print(f"| {workload} | {threads} | {d['qps']:.0f} | {b['qps']:.0f} | {t['qps']:.0f} | {t2['qps']:.0f} "
+              f"| {t['qps'] / d['qps']:.2f} | {t['qps'] / b['qps']:.2f} | {t2['qps'] / d['qps']:.2f} "
+              f"| {b['cpu_us']:.1f}/{t['cpu_us']:.1f}/{t2['cpu_us']:.1f} | {b['errors'] + t['errors'] + t2['errors']} |")
+    cost = {name: login_ms(port, ssl) for name, port, ssl in
+            [("direct", direct, False), ("direct-tls", direct, True), ("baton", bp, False), ("baton-tls", bp, True),
+             ("baton-tls-both", bp2, True)]}
+    print("\nlogin (connect, log in, disconnect; PyMySQL, mean of 200 in a row), ms: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in cost.items())
+          + f"; TLS handshake cost through baton: {cost['baton-tls'] - cost['baton']:.2f} ms per connection")
 
 
 if __name__ == "__main__":

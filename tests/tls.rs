@@ -223,12 +223,21 @@ fn connector(port: u16, user: &str, password: &str, ca: Option<&Path>) -> String
 #[tokio::test(flavor = "multi_thread")]
 async fn caching_sha2_clients_log_in_by_the_full_then_the_fast_path() {
     let info = cluster();
-    root_sql(&info, "CREATE USER IF NOT EXISTS 'sha2user'@'%' IDENTIFIED BY 'shapw'; GRANT SELECT ON *.* TO 'sha2user'@'%';");
+    root_sql(
+        &info,
+        "CREATE USER IF NOT EXISTS 'sha2user'@'%' IDENTIFIED BY 'shapw'; GRANT SELECT ON *.* TO 'sha2user'@'%';
+         CREATE USER IF NOT EXISTS 'reqtls'@'%' IDENTIFIED BY 'reqpw'; GRANT SELECT ON *.* TO 'reqtls'@'%';",
+    );
     let c = certs();
     let dir = tempfile::tempdir().unwrap();
     let hash = baton_control::credentials::Sha2Hash::generate(b"shapw", *b"abcdefghij0123456789", 5).to_mysql_string();
-    let users = format!("[[users]]\nname = \"sha2user\"\nauth = \"caching_sha2_password\"\npassword_hash = {hash:?}\n");
-    let text = config(&info, &dir.path().join("topology.json"), &server_tls(&c.baton, false), &users, "");
+    let reqtls = format!(
+        "[[users]]\nname = \"reqtls\"\nrequire_tls = true\npassword_hash = {:?}\n",
+        baton_control::credentials::PasswordHash::from_plain("reqpw").to_mysql_string()
+    );
+    let users = format!("[[users]]\nname = \"sha2user\"\nauth = \"caching_sha2_password\"\npassword_hash = {hash:?}\n{reqtls}");
+    let topo = dir.path().join("topology.json");
+    let text = config(&info, &topo, &server_tls(&c.baton, false), &users, "");
     let baton = start(&text, dir).await;
     let port = baton.port;
     let ca = c.ca_path.clone();
@@ -244,11 +253,23 @@ async fn caching_sha2_clients_log_in_by_the_full_then_the_fast_path() {
             connector(port, "app", "app", Some(&ca)),
             connector(port, "app", "app", None),
             connector(port, "app", "bad", Some(&ca)),
+            // require_tls: the cached fast path over plaintext still ends in 1045 (in
+            // step: the ERR follows baton's fast-path packet).
+            connector(port, "reqtls", "reqpw", Some(&ca)),
+            connector(port, "reqtls", "reqpw", None),
         ]
     })
     .await
     .unwrap();
-    assert_eq!(out, ["ERROR 1045", "sha2user@%", "sha2user@%", "ERROR 1045", "app@%", "app@%", "ERROR 1045"]);
+    assert_eq!(out, ["ERROR 1045", "sha2user@%", "sha2user@%", "ERROR 1045", "app@%", "app@%", "ERROR 1045", "reqtls@%", "ERROR 1045"]);
+
+    // A reload that changes the user's hash retires its fast-path entry.
+    let new_hash = baton_control::credentials::Sha2Hash::generate(b"newpw", *b"abcdefghij0123456789", 5).to_mysql_string();
+    let new_users = users.replace(&hash, &new_hash);
+    let text = config(&info, &topo, &server_tls(&c.baton, false), &new_users, "");
+    baton.running().reloader.apply(baton_control::Config::parse(&text).unwrap()).unwrap();
+    let out = tokio::task::spawn_blocking(move || connector(port, "sha2user", "shapw", None)).await.unwrap();
+    assert_eq!(out, "ERROR 1045");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -409,4 +430,54 @@ async fn no_secret_reaches_the_log_even_at_trace() {
     for secret in ["edpw", "5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3", &ed_key] {
         assert!(!text.contains(secret), "{secret:?} is in the log");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_tls_client_that_hangs_up_is_evicted_and_its_write_never_runs() {
+    let info = cluster();
+    let c = certs();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(&info, &dir.path().join("topology.json"), &server_tls(&c.baton, false), "", "");
+    let baton = start(&text, dir).await;
+    let mut conn = mysql_async::Conn::new(baton.opts(Some("baton_test"))).await.unwrap();
+    conn.query_drop("CREATE TABLE IF NOT EXISTS gone_tls (tag VARCHAR(40) PRIMARY KEY); DELETE FROM gone_tls").await.unwrap();
+    let gate = baton.running().proxy.clusters["main"].gate.clone();
+    let (ready, go) = (c.dir.path().join("ready"), c.dir.path().join("go"));
+    // PyMySQL over TLS: the INSERT is sent (not awaited), then the client ends TLS
+    // politely (close_notify, as Go, Java and rustls clients do) and closes.
+    let script = format!(
+        "import pymysql, time\n\
+         from pymysql.constants import COMMAND\n\
+         import os\n\
+         c = pymysql.connect(host='127.0.0.1', port={port}, user='app', password='app', database='baton_test', ssl_ca={ca:?}, ssl_verify_cert=True)\n\
+         open({ready:?}, 'w').close()\n\
+         while not os.path.exists({go:?}): time.sleep(0.01)\n\
+         c._execute_command(COMMAND.COM_QUERY, \"INSERT INTO gone_tls VALUES ('tls-client-gone')\")\n\
+         time.sleep(1.0)\n\
+         import ssl\n\
+         try: c._sock.unwrap()\n\
+         except ssl.SSLError: pass  # baton closed without answering the close_notify\n\
+         c._sock.close()\n",
+        port = baton.port,
+        ca = c.ca_path.display().to_string(),
+        ready = ready.display().to_string(),
+        go = go.display().to_string(),
+    );
+    let py = tokio::task::spawn_blocking(move || Command::new("python3").args(["-c", &script]).output().unwrap());
+    wait_for("the client logged in", std::time::Duration::from_secs(10), || ready.exists()).await;
+    let (primary, term) = baton.running().proxy.primary_of("main").unwrap();
+    let episode = gate.begin(term, &primary, "test", false).expect("buffering");
+    let gone_before = gate.counters.evicted_client_gone.load(std::sync::atomic::Ordering::Relaxed);
+    let queued = gate.status().queued;
+    std::fs::write(&go, "").unwrap();
+    wait_for("the insert held", std::time::Duration::from_secs(10), || gate.status().queued > queued).await;
+    let out = py.await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("client_gone counted", std::time::Duration::from_secs(5), || {
+        gate.counters.evicted_client_gone.load(std::sync::atomic::Ordering::Relaxed) > gone_before
+    })
+    .await;
+    gate.release(episode);
+    let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM gone_tls").await.unwrap();
+    assert_eq!(n, Some(0), "a held statement whose TLS client left ran");
 }

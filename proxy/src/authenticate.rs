@@ -70,11 +70,13 @@ impl Exchange<'_> {
                     return Ok(self.allowed(entry, cached));
                 }
                 match self.full_path(tls).await? {
-                    Some(pw) if hash.verify(pw.bytes()) => {
-                        self.cache(user, &pw);
-                        Self::decide(entry.clone(), true, Some(BackendSecret::Password(pw)), true)
+                    Some(pw) => {
+                        // SHA-crypt takes milliseconds (more for a large count): off the session thread.
+                        let (h, p) = (hash.clone(), pw.clone());
+                        let ok = tokio::task::spawn_blocking(move || h.verify(p.bytes())).await.unwrap_or(false);
+                        self.after_full_path(user, entry.clone(), ok, pw)
                     }
-                    _ => Verdict::Denied { using_password: true },
+                    None => Verdict::Denied { using_password: true },
                 }
             }
             Some(Credential::Native(hash)) if plugin == SHA2_PLUGIN && (tls || self.cached(user).is_some()) => {
@@ -82,11 +84,11 @@ impl Exchange<'_> {
                     return Ok(self.allowed(entry, cached));
                 }
                 match self.full_path(tls).await? {
-                    Some(pw) if auth::native_hash_matches(hash, pw.bytes()) => {
-                        self.cache(user, &pw);
-                        Self::decide(entry.clone(), true, Some(BackendSecret::Password(pw)), true)
+                    Some(pw) => {
+                        let ok = auth::native_hash_matches(hash, pw.bytes());
+                        self.after_full_path(user, entry.clone(), ok, pw)
                     }
-                    _ => Verdict::Denied { using_password: true },
+                    None => Verdict::Denied { using_password: true },
                 }
             }
             native => {
@@ -116,6 +118,19 @@ impl Exchange<'_> {
         }
     }
 
+    /// A full path's password checked (`ok`) against `entry`'s credential: allowed
+    /// and cached only if the user still has that credential now (a reload may
+    /// have changed or removed it while the client took its time).
+    fn after_full_path(&self, user: &str, entry: Option<UserEntry>, ok: bool, pw: Password) -> Verdict {
+        let Some(entry) = entry else { return Verdict::Denied { using_password: true } };
+        let current = self.ctx.users().get(user).is_some_and(|now| now.credential == entry.credential);
+        if !ok || !current {
+            return Verdict::Denied { using_password: true };
+        }
+        self.cache(user, &pw, &entry.credential);
+        Self::decide(Some(entry), true, Some(BackendSecret::Password(pw)), true)
+    }
+
     fn allowed(&self, entry: Option<UserEntry>, cached: Sha2Cached) -> Verdict {
         Self::decide(entry, true, Some(cached.secret), true)
     }
@@ -143,13 +158,16 @@ impl Exchange<'_> {
         Ok(reply.to_vec())
     }
 
+    /// The user's fast-path entry, if it was made against the credential the user has now.
     fn cached(&self, user: &str) -> Option<Sha2Cached> {
-        self.ctx.sha2_cache.lock().unwrap_or_else(|p| p.into_inner()).get(user).cloned()
+        let entry = self.ctx.sha2_cache.lock().unwrap_or_else(|p| p.into_inner()).get(user).cloned()?;
+        let users = self.ctx.users();
+        users.get(user).is_some_and(|now| now.credential == entry.credential).then_some(entry)
     }
 
-    fn cache(&self, user: &str, pw: &Password) {
+    fn cache(&self, user: &str, pw: &Password, credential: &Credential) {
         let double_hash: [u8; 32] = Sha256::digest(Sha256::digest(pw.bytes())).into();
-        let entry = Sha2Cached { double_hash, secret: BackendSecret::Password(pw.clone()) };
+        let entry = Sha2Cached { double_hash, secret: BackendSecret::Password(pw.clone()), credential: credential.clone() };
         self.ctx.sha2_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_string(), entry);
     }
 

@@ -244,7 +244,8 @@ async fn auth_reply(io: &mut PacketIo<Stream>, login: &Login<'_>, plugin: &[u8])
                 let mut c = proto::Cursor::new(&reply[1..]);
                 plugin = c.null_str().unwrap_or_default().to_vec();
                 let data = c.rest();
-                let data = data.strip_suffix(&[0]).unwrap_or(data);
+                // The SHA plugins' 20-byte nonce ends with a NUL; ed25519's 32 raw bytes do not.
+                let data = if plugin == crate::auth::ED25519_PLUGIN { data } else { data.strip_suffix(&[0]).unwrap_or(data) };
                 let answer = login.secret.answer(&plugin, data).map_err(BackendError::Protocol)?;
                 io.send(s.wrapping_add(1), &answer).await.map_err(lost)?;
             }

@@ -35,6 +35,10 @@ pub struct Sha2Cached {
     pub double_hash: [u8; 32],
     /// What the full authentication gave for backend logins.
     pub secret: BackendSecret,
+    /// The credential the password was checked against: the entry serves only
+    /// while the user still has it (a reload that changes it retires the entry,
+    /// also one written back by an exchange that straddled the reload).
+    pub credential: Credential,
 }
 
 /// Data-path limits, from `[server]`.

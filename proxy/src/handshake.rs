@@ -141,7 +141,14 @@ pub async fn accept(io: &mut PacketIo<Stream>, ctx: &ProxyContext, conn_id: u32,
         Verdict::Allowed { entry, secret } if !entry.require_tls || encrypted => {
             Ok(Hello { user, entry: *entry, secret, db, collation, caps, ext_caps, nonce, next_seq, tls: encrypted })
         }
-        Verdict::Allowed { .. } => Err(ProxyError::Fatal(MysqlError::access_denied(&user, &host, true))),
-        Verdict::Denied { using_password } => Err(ProxyError::Fatal(MysqlError::access_denied(&user, &host, using_password))),
+        refused => {
+            // Sent here: the exchange knows the sequence id (after an auth switch or
+            // a caching_sha2 packet of baton's own, it is not the client's last + 1).
+            let using_password = !matches!(refused, Verdict::Denied { using_password: false });
+            let e = MysqlError::access_denied(&user, &host, using_password);
+            tracing::debug!(error = %e, "login refused");
+            io.send(next_seq, &crate::proto::err_payload(&e)).await?;
+            Err(ProxyError::Io(std::io::ErrorKind::PermissionDenied.into()))
+        }
     }
 }

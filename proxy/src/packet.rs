@@ -115,6 +115,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         !self.rbuf.is_empty()
     }
 
+    /// Read what arrives next into the read buffer (kept for the next read).
+    /// Err at the end of the stream. For telling whether a peer hung up where a
+    /// TCP peek cannot (TLS: the peek sees records, and a close_notify is one).
+    pub async fn fill_some(&mut self) -> Result<()> {
+        self.fill().await
+    }
+
+    /// [`PacketIo::fill_some`] without waiting: None when nothing is ready.
+    pub fn fill_now(&mut self) -> Option<Result<()>> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(INITIAL_CAPACITY);
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), &mut cx, &mut self.rbuf) {
+            std::task::Poll::Pending => None,
+            std::task::Poll::Ready(Ok(0)) => Some(Err(ProxyError::Io(std::io::ErrorKind::UnexpectedEof.into()))),
+            std::task::Poll::Ready(Ok(_)) => Some(Ok(())),
+            std::task::Poll::Ready(Err(e)) => Some(Err(e.into())),
+        }
+    }
+
     async fn fill(&mut self) -> Result<()> {
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(INITIAL_CAPACITY);

@@ -114,9 +114,16 @@ fn unavailable(cluster: &str, addr: &str, e: crate::backend::BackendError) -> My
 
 /// Resolves when the client's connection is closed (EOF or error). Pending
 /// forever once the client has sent more bytes (a pipelined command).
-async fn client_gone(io: &PacketIo<Stream>) {
+async fn client_gone(io: &mut PacketIo<Stream>) {
     if io.has_buffered_bytes() {
         return std::future::pending().await;
+    }
+    if io.get_ref().is_tls() {
+        // Through TLS (a close_notify ends the stream); bytes read are kept.
+        if io.fill_some().await.is_ok() {
+            std::future::pending::<()>().await;
+        }
+        return;
     }
     let Some(tcp) = io.get_ref().tcp() else { return };
     let mut b = [0u8; 1];
@@ -127,9 +134,12 @@ async fn client_gone(io: &PacketIo<Stream>) {
 }
 
 /// Has the client closed its connection (checked without waiting)?
-fn client_closed_now(io: &PacketIo<Stream>) -> bool {
+fn client_closed_now(io: &mut PacketIo<Stream>) -> bool {
     if io.has_buffered_bytes() {
         return false;
+    }
+    if io.get_ref().is_tls() {
+        return matches!(io.fill_now(), Some(Err(_))) && !io.has_buffered_bytes();
     }
     let mut b = [0u8; 1];
     let mut buf = ReadBuf::new(&mut b);
@@ -148,13 +158,13 @@ impl Session {
             // socket is never looked at (no system call on the hot path).
             biased;
             r = self.cluster.gate.admit() => r,
-            _ = client_gone(&self.client) => {
+            _ = client_gone(&mut self.client) => {
                 return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
             }
         };
         match r {
             Ok(a) => {
-                if held && client_closed_now(&self.client) {
+                if held && client_closed_now(&mut self.client) {
                     self.cluster.gate.counters.evicted_client_gone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
                 }
