@@ -41,6 +41,9 @@ def wait_port(port, deadline=30):
     raise SystemExit(f"port {port} did not open")
 
 
+SSL_DIR = None  # sysbench --mysql-ssl=on reads cacert.pem, client-cert.pem, client-key.pem from its cwd
+
+
 def sysbench(port, workload, threads, seconds, extra=(), ssl=False):
     if ssl:
         extra = (*extra, "--mysql-ssl=on")
@@ -49,7 +52,7 @@ def sysbench(port, workload, threads, seconds, extra=(), ssl=False):
            "--mysql-password=app", "--mysql-db=sbtest", "--tables=4", "--table-size=10000",
            f"--threads={threads}", f"--time={seconds}", "--histogram=on", "--report-interval=0",
            *extra, "run"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=SSL_DIR if ssl else None)
     if out.returncode != 0:
         raise SystemExit(f"sysbench failed on port {port}:\n{out.stdout}\n{out.stderr}")
     text = out.stdout
@@ -163,6 +166,16 @@ primary = "{primary}"
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                             "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
                             "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            global SSL_DIR
+            SSL_DIR = os.path.join(work, "sysbench-ssl")
+            os.makedirs(SSL_DIR)
+            # The servers verify a client certificate they are shown: the harness CA's.
+            tls_dir = os.path.dirname(info["tls_ca"])
+            for src, dst in [("client.pem", "client-cert.pem"), ("client-key.pem", "client-key.pem")]:
+                with open(os.path.join(SSL_DIR, dst), "w") as f:
+                    f.write(open(os.path.join(tls_dir, src)).read())
+            with open(os.path.join(SSL_DIR, "cacert.pem"), "w") as f:
+                f.write(open(info["tls_ca"]).read() + open(cert).read())
             text = open(os.path.join(work, "baton.toml")).read().replace(
                 "[topology]", f'[server.tls]\ncert = "{cert}"\nkey = "{key}"\n[topology]')
             open(os.path.join(work, "baton.toml"), "w").write(text)

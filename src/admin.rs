@@ -195,15 +195,24 @@ async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, 
     if let Some(r) = coordinate(&state, &headers, &format!("/api/v1/clusters/{name}/reparent"), &body).await {
         return r;
     }
-    let result = reparent::planned(&handle, &state.store, to.as_deref()).await;
-    match &result {
-        Ok(r) => {
-            let steps: Vec<(String, u64)> = r.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
-            state.metrics.reparent(&name, r.outcome, &steps);
+    // baton's own task: a caller that goes away (a client timeout, Ctrl-C on
+    // `baton ctl`) stops watching; the reparent runs on to done, undone or held.
+    let (store, metrics, cluster) = (state.store.clone(), state.metrics.clone(), name.clone());
+    let task = tokio::spawn(async move {
+        let result = reparent::planned(&handle, &store, to.as_deref()).await;
+        match &result {
+            Ok(r) => {
+                let steps: Vec<(String, u64)> = r.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
+                metrics.reparent(&cluster, r.outcome, &steps);
+            }
+            Err(ReparentError::AlreadyRunning(_)) => {}
+            Err(_) => metrics.reparent(&cluster, "refused", &[]),
         }
-        Err(ReparentError::AlreadyRunning(_)) => {}
-        Err(_) => state.metrics.reparent(&name, "refused", &[]),
-    }
+        result
+    });
+    let Ok(result) = task.await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the reparent task failed; see GET /api/v1/clusters/{name}"));
+    };
     match result {
         Ok(report) => {
             let status = if report.outcome == "ok" { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
@@ -225,11 +234,21 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>, hea
     if let Some(r) = coordinate(&state, &headers, &format!("/api/v1/clusters/{name}/failover"), b"").await {
         return r;
     }
-    let result = baton_control::failover::emergency(&handle, &state.store, "requested through the admin API").await;
+    // baton's own task, as a planned reparent: the caller only watches it.
+    let (store, metrics, cluster) = (state.store.clone(), state.metrics.clone(), name.clone());
+    let task = tokio::spawn(async move {
+        let result = baton_control::failover::emergency(&handle, &store, "requested through the admin API").await;
+        if let Ok(report) = &result {
+            let steps: Vec<(String, u64)> = report.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
+            metrics.failover(&cluster, report.outcome, &steps);
+        }
+        result
+    });
+    let Ok(result) = task.await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the failover task failed; see GET /api/v1/clusters/{name}"));
+    };
     match result {
         Ok(report) => {
-            let steps: Vec<(String, u64)> = report.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
-            state.metrics.failover(&name, report.outcome, &steps);
             let status = match report.outcome {
                 "ok" => StatusCode::OK,
                 "refused" => StatusCode::CONFLICT,

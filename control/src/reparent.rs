@@ -276,19 +276,25 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
         run.step("undo", notes.join("; "));
     }
 
-    // 3. Revoke: read-only, verified; end the remaining client sessions; final position.
+    // 3. Revoke: the grace period is over, so first end what still runs (a write
+    // running now would hold `SET GLOBAL read_only=ON` until it ends, past the admin
+    // timeout); then read-only, verified; end the sessions left; final position.
     let revoke = async {
+        let running = oldc.kill_clients(&settings.admin.user).await?;
         oldc.exec("SET GLOBAL read_only=ON").await?;
         if !oldc.read_only().await? {
             return Err(crate::server::ServerError::Query { addr: old.clone(), why: "read_only did not stick".into() });
         }
         let killed = oldc.kill_clients(&settings.admin.user).await?;
         let pos = oldc.gtid_binlog_pos().await?;
-        Ok((killed, pos))
+        Ok((running, killed, pos))
     };
     let final_pos = match revoke.await {
-        Ok((killed, pos)) => {
-            run.step("revoke", format!("{old} read_only=ON; {killed} connection(s) killed; final position {pos}"));
+        Ok((running, killed, pos)) => {
+            run.step(
+                "revoke",
+                format!("{running} client connection(s) killed after the grace period; {old} read_only=ON; {killed} more killed; final position {pos}"),
+            );
             pos
         }
         Err(e) => {

@@ -183,6 +183,8 @@ impl Cluster {
         let ca_path = tls_dir.join("ca.pem");
         ca.write(&ca_path)?;
         let server_cert = ca.issue(&tls_dir, "server", &["127.0.0.1", "localhost"], None)?;
+        // For clients that must present one (sysbench --mysql-ssl=on always does).
+        ca.issue(&tls_dir, "client", &["baton-test-client"], None)?;
         let mut children = Vec::new();
         let mut servers = Vec::new();
         let mut sockets = Vec::new();

@@ -1,0 +1,115 @@
+//! Issue 11, items 1 and 2: a reparent is baton's own task (a caller that goes
+//! away does not stop it), and a write longer than the grace period does not
+//! block the revoke (it is ended, its client gets the documented error).
+
+mod common;
+
+use std::time::Duration;
+
+use common::reparent::*;
+use common::*;
+use mysql_async::prelude::*;
+use tokio::io::AsyncWriteExt;
+
+const FAST: &str = "[buffer]\nwindow_ms = 10000\nmax_failover_duration_ms = 20000\nmin_time_between_failovers_ms = 0\n\
+                    [reparent]\ntransaction_grace_ms = 1500\ncatchup_timeout_ms = 5000\nprepare_timeout_ms = 5000\ncheck_interval_ms = 20\n";
+
+/// The cluster's last reparent report, from the status API.
+async fn last_reparent(running: &baton::Running) -> serde_json::Value {
+    let (status, body) = http(running.admin_addr, "GET", "/api/v1/clusters/main", None, "").await;
+    assert_eq!(status, 200);
+    body["last_reparent"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reparent_whose_caller_goes_away_runs_to_its_end() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start_baton(&info, &primary, FAST, "none").await;
+    let port = running.mysql_addr.port();
+    // An open transaction keeps the grace step waiting.
+    let mut tx = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    tx.query_drop("BEGIN").await.unwrap();
+    tx.query_drop("SELECT 1").await.unwrap();
+
+    // The caller sends the request and hangs up 300 ms later (curl -m 1, Ctrl-C).
+    let other = info.servers.iter().find(|s| **s != primary).unwrap().clone();
+    let body = format!("{{\"to\": \"{other}\"}}");
+    let mut s = tokio::net::TcpStream::connect(running.admin_addr).await.unwrap();
+    let req = format!(
+        "POST /api/v1/clusters/main/reparent HTTP/1.1\r\nHost: baton\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+
+    // It runs on: done, the new primary named, the gate idle again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let r = last_reparent(&running).await;
+        if r["outcome"] != "running" && !r.is_null() {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "the reparent never ended: {r:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report["outcome"], "ok", "{report:#}");
+    assert_eq!(running.store.current().cluster("main").unwrap().primary, other);
+    assert_eq!(running.proxy.clusters["main"].gate.phase(), baton_control::gate::Phase::Idle);
+    // A write goes through at once.
+    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    let p: Option<u16> = c.query_first("SELECT @@port").await.unwrap();
+    assert_eq!(format!("127.0.0.1:{}", p.unwrap()), other);
+    drop(tx);
+    let (status, report) = reparent(&running, &primary).await;
+    assert_eq!(status, 200, "{report:#}");
+    running.shutdown(Some(Duration::from_millis(200))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_longer_than_the_grace_period_does_not_block_the_revoke() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let extra = FAST.replace("transaction_grace_ms = 1500", "transaction_grace_ms = 300");
+    let (running, _dir) = start_baton(&info, &primary, &extra, "none").await;
+    let port = running.mysql_addr.port();
+    let mut setup = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    setup.query_drop("CREATE TABLE IF NOT EXISTS long_write (id INT PRIMARY KEY AUTO_INCREMENT, v INT); DELETE FROM long_write").await.unwrap();
+    // An autocommit write that runs 8 s, longer than grace + the admin timeout (2 s).
+    let mut slow = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    let writer = tokio::spawn(async move { slow.query_drop("INSERT INTO long_write (v) SELECT SLEEP(8)").await });
+    let mut p = admin(&primary).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: Option<i64> = p.query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO long_write%'").await.unwrap();
+        if n == Some(1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slow insert did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = info.servers.iter().find(|s| **s != primary).unwrap().clone();
+    let started = std::time::Instant::now();
+    let (status, report) = reparent(&running, &other).await;
+    assert_eq!((status, report["outcome"].as_str()), (200, Some("ok")), "{report:#}");
+    assert!(started.elapsed() < Duration::from_secs(7), "the revoke waited for the slow write: {report:#}");
+    let revoke = report["steps"].as_array().unwrap().iter().find(|s| s["step"] == "revoke").unwrap().clone();
+    assert!(revoke["detail"].as_str().unwrap().contains("killed"), "{revoke}");
+    // Its client gets the documented "may have been executed" error, not a success.
+    let r = writer.await.unwrap();
+    let code = match &r {
+        Err(mysql_async::Error::Server(e)) => e.code,
+        other => panic!("the killed write answered {other:?}"),
+    };
+    assert!(code == 9105 || code == 9101, "{r:?}");
+    // The row is not there: the kill rolled the statement back.
+    let mut n = admin(&other).await;
+    let rows: Option<i64> = n.query_first("SELECT COUNT(*) FROM baton_test.long_write").await.unwrap();
+    assert_eq!(rows, Some(0));
+    let (status, report) = reparent(&running, &primary).await;
+    assert_eq!(status, 200, "{report:#}");
+    running.shutdown(Some(Duration::from_millis(200))).await;
+}
