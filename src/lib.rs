@@ -38,6 +38,31 @@ pub struct Running {
     grace: Duration,
 }
 
+/// `baton --check-config --probe`: log in to every server of every cluster with
+/// the control plane's admin account and with the replication account (as a
+/// replica being repointed would). One line per login: what, and Ok or why not.
+pub async fn probe(config: &Config) -> Vec<(String, Result<(), String>)> {
+    use baton_control::server::{AdminLogin, Server};
+    let mut out = Vec::new();
+    for c in &config.clusters {
+        let settings = baton_control::cluster::cluster_settings(config, c);
+        let repl = AdminLogin { user: settings.repl_user.clone(), password: settings.repl_password.clone(), ..settings.admin.clone() };
+        for addr in &c.servers {
+            for (role, login) in [("admin", &settings.admin), ("replication", &repl)] {
+                let r = match Server::connect(addr, login).await {
+                    Ok(s) => {
+                        s.close().await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                out.push((format!("cluster {} server {addr}: {role} account {:?}", c.name, login.user), r));
+            }
+        }
+    }
+    out
+}
+
 /// Bind the listeners and start serving (no config file: reload is unavailable).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     start_with_path(config, None).await

@@ -15,6 +15,10 @@ struct Cli {
     /// Validate this config file and exit (non-zero with the reason if it is bad).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// With --check-config: also log in to every server with the admin and the
+    /// replication account, and say what fails.
+    #[arg(long, requires = "check_config")]
+    probe: bool,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -47,7 +51,26 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if let Some(path) = cli.check_config {
-        return match baton_control::Config::load(&path).map_err(|e| e.to_string()).and_then(|c| baton_proxy::ProxyContext::check(&c)) {
+        let checked = baton_control::Config::load(&path).map_err(|e| e.to_string()).and_then(|c| baton_proxy::ProxyContext::check(&c).map(|()| c));
+        if let (Ok(config), true) = (&checked, cli.probe) {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return ExitCode::from(2) };
+            let results = rt.block_on(baton::probe(config));
+            let mut failed = false;
+            for (what, r) in results {
+                match r {
+                    Ok(()) => println!("{what}: ok"),
+                    Err(why) => {
+                        failed = true;
+                        println!("{what}: FAILED: {why}");
+                    }
+                }
+            }
+            if failed {
+                eprintln!("baton: {}: a login failed (above)", path.display());
+                return ExitCode::from(2);
+            }
+        }
+        return match checked.map(|_| ()) {
             Ok(()) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS

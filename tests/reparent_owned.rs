@@ -84,7 +84,8 @@ async fn a_write_longer_than_the_grace_period_does_not_block_the_revoke() {
     let mut p = admin(&primary).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let n: Option<i64> = p.query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO long_write%'").await.unwrap();
+        let n: Option<i64> =
+            p.query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO long_write%'").await.unwrap();
         if n == Some(1) {
             break;
         }
@@ -112,4 +113,66 @@ async fn a_write_longer_than_the_grace_period_does_not_block_the_revoke() {
     let (status, report) = reparent(&running, &primary).await;
     assert_eq!(status, 200, "{report:#}");
     running.shutdown(Some(Duration::from_millis(200))).await;
+}
+
+/// Item 5: a replica that cannot follow the new primary (here: a wrong
+/// replication password) is named in the report, with the server's own error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_that_cannot_follow_are_reported_not_called_success() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tables = cluster_tables(&info, &primary, "none").replace("repl_password = \"repl\"", "repl_password = \"wrong\"");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{FAST}\n{tables}",
+        dir.path().join("topology.json").display().to_string()
+    );
+    let running = baton::start(baton_control::Config::parse(&text).unwrap()).await.unwrap();
+    let other = info.servers.iter().find(|s| **s != primary).unwrap().clone();
+    let (status, report) = reparent(&running, &other).await;
+    assert_eq!(status, 200, "{report:#}");
+    let not_following: Vec<String> = report["not_following"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(not_following.len(), 2, "{report:#}");
+    for s in info.servers.iter().filter(|s| **s != other) {
+        let line = not_following.iter().find(|l| l.starts_with(s.as_str())).unwrap_or_else(|| panic!("{s} not named: {not_following:?}"));
+        assert!(line.contains("Access denied"), "{line}");
+    }
+    let repoint = report["steps"].as_array().unwrap().iter().find(|s| s["step"] == "repoint").unwrap().clone();
+    assert!(repoint["detail"].as_str().unwrap().contains("NOT following"), "{repoint}");
+    running.shutdown(Some(Duration::from_millis(200))).await;
+    heal(&info).await;
+}
+
+/// Item 5: `--check-config` refuses a reparentable cluster without replication
+/// credentials; `--probe` logs in with both accounts and says which fails.
+#[test]
+fn check_config_probe_logs_in_with_both_accounts() {
+    let info = info();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.toml");
+    let run = |text: &str, probe: bool| {
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.arg("--check-config").arg(&path);
+        if probe {
+            cmd.arg("--probe");
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let base = format!("[topology]\npath = {:?}\n{}", dir.path().join("t.json").display().to_string(), cluster_tables(&info, &info.primary, "none"));
+    let (code, out) = run(&base.replace("repl_password = \"repl\"\n", ""), false);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("no replication password"), "{out}");
+    let (code, out) = run(&base.replace("repl_password = \"repl\"", "repl_password_file = \"/nonexistent/repl\""), false);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("/nonexistent/repl"), "{out}");
+    let (code, out) = run(&base, true);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("\": ok").count(), 2 * info.servers.len(), "{out}");
+    let (code, out) = run(&base.replace("repl_password = \"repl\"", "repl_password = \"wrong\""), true);
+    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(out.matches("replication account \"repl\": FAILED").count(), info.servers.len(), "{out}");
+    assert!(out.contains("Access denied"), "{out}");
 }

@@ -494,6 +494,20 @@ impl Config {
             if c.admin_password.is_some() && c.admin_password_file.is_some() {
                 return bad(format!("cluster {:?}: set only one of admin_password and admin_password_file", c.name));
             }
+            // Secrets in files are read now: an unreadable file is an error, never an empty password.
+            if let Err(e) = c.admin_password() {
+                return bad(format!("cluster {:?}: admin_password_file: {e}", c.name));
+            }
+            if let Err(e) = c.repl_password() {
+                return bad(format!("cluster {:?}: repl_password_file: {e}", c.name));
+            }
+            if c.admin_user.is_some() && c.repl_password.is_none() && c.repl_password_file.is_none() {
+                return bad(format!(
+                    "cluster {:?}: admin_user is set, so baton can reparent it, but there is no replication password \
+                     (repl_password_file or repl_password): the replicas it repoints could not log in to the new primary",
+                    c.name
+                ));
+            }
             if matches!(c.tls, BackendTls::VerifyCa | BackendTls::VerifyIdentity) && c.tls_ca.is_none() {
                 return bad(format!("cluster {:?}: tls = {:?} needs tls_ca (the CA certificates to trust, PEM)", c.name, c.tls));
             }

@@ -156,13 +156,8 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     }
     run.report.term = term;
     run.step("publish", format!("topology names {winner} at term {term}"));
-    let mut notes = Vec::new();
-    for (addr, s) in replicas.iter_mut().filter(|(a, _)| *a != winner) {
-        if let Err(e) = s.replicate_from(&winner, &settings.repl_user, &settings.repl_password, false).await {
-            notes.push(format!("{addr}: {e}"));
-        }
-    }
-    run.step("repoint", if notes.is_empty() { "every reachable replica replicates from the new primary".to_string() } else { notes.join("; ") });
+    let targets = replicas.iter_mut().filter(|(a, _)| *a != winner).map(|(a, s)| (a.clone(), s, false)).collect();
+    crate::reparent::repoint(&mut run, &winner, targets, Vec::new()).await;
     for (_, s) in replicas {
         s.close().await;
     }

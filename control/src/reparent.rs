@@ -47,6 +47,43 @@ pub struct ReparentReport {
     pub total_ms: u64,
     /// Requests held by the gate during this reparent.
     pub buffered: u64,
+    /// Servers that do not replicate from the new primary after the repoint
+    /// step ("addr: why", with the server's own `Last_IO_Error`); empty when all do.
+    pub not_following: Vec<String>,
+}
+
+/// Point each target (address, connection, reset its slave position first) at
+/// `primary`, then wait (up to the catch-up timeout, at most 10 s) until each one's
+/// IO and SQL threads run against it. The step and `not_following` say which do not.
+/// The gate does not wait for this: the supervisor releases it when the
+/// conditions hold, so a replica that cannot follow does not extend the pause.
+pub(crate) async fn repoint(run: &mut Run<'_>, primary: &str, mut targets: Vec<(String, &mut Server, bool)>, mut not_following: Vec<String>) {
+    let s = run.cluster.settings();
+    let mut pointed = Vec::new();
+    for (addr, server, reset) in targets.iter_mut() {
+        match server.replicate_from(primary, &s.repl_user, &s.repl_password, *reset).await {
+            Ok(()) => pointed.push(addr.clone()),
+            Err(e) => not_following.push(format!("{addr}: {e}")),
+        }
+    }
+    let wait = s.catchup_timeout.min(std::time::Duration::from_secs(10));
+    let mut following = 0;
+    for (addr, server, _) in targets.iter_mut().filter(|(a, _, _)| pointed.contains(a)) {
+        match server.wait_following(primary, wait).await {
+            Ok(()) => following += 1,
+            Err(why) => not_following.push(format!("{addr}: {why}")),
+        }
+    }
+    let detail = if not_following.is_empty() {
+        format!("{following} server(s) replicate from {primary} (IO and SQL threads running)")
+    } else {
+        format!("{following} server(s) replicate from {primary}; NOT following: {}", not_following.join("; "))
+    };
+    if !not_following.is_empty() {
+        tracing::warn!(cluster = %run.cluster.name, %detail, "replicas not following the new primary");
+    }
+    run.report.not_following = not_following;
+    run.step("repoint", detail);
 }
 
 /// Wait (up to the max failover duration) for the supervisor to release `episode`.
@@ -102,6 +139,7 @@ impl<'a> Run<'a> {
                 error: None,
                 total_ms: 0,
                 buffered: 0,
+                not_following: Vec::new(),
             },
             started: now,
             step_started: now,
@@ -293,7 +331,9 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
         Ok((running, killed, pos)) => {
             run.step(
                 "revoke",
-                format!("{running} client connection(s) killed after the grace period; {old} read_only=ON; {killed} more killed; final position {pos}"),
+                format!(
+                    "{running} client connection(s) killed after the grace period; {old} read_only=ON; {killed} more killed; final position {pos}"
+                ),
             );
             pos
         }
@@ -345,23 +385,22 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
     }
     run.report.term = term;
 
-    // 5. Repoint the old primary and the other replicas at the new primary.
-    let mut notes = Vec::new();
-    if let Err(e) = oldc.replicate_from(&candidate, &settings.repl_user, &settings.repl_password, true).await {
-        notes.push(format!("{old}: {e}"));
-    }
+    // 5. Repoint the old primary and the other replicas at the new primary, and
+    // wait (bounded) until each follows it.
+    let mut others = Vec::new();
+    let mut unreachable = Vec::new();
     for addr in settings.servers.iter().filter(|s| **s != old && **s != candidate) {
-        let r = async {
-            let mut s = Server::connect(addr, &settings.admin).await?;
-            let r = s.replicate_from(&candidate, &settings.repl_user, &settings.repl_password, false).await;
-            s.close().await;
-            r
-        };
-        if let Err(e) = r.await {
-            notes.push(format!("{addr}: {e}"));
+        match Server::connect(addr, &settings.admin).await {
+            Ok(s) => others.push((addr.clone(), s)),
+            Err(e) => unreachable.push(format!("{addr}: {e}")),
         }
     }
-    run.step("repoint", if notes.is_empty() { "all servers replicate from the new primary".to_string() } else { notes.join("; ") });
+    let mut targets = vec![(old.clone(), &mut oldc, true)];
+    targets.extend(others.iter_mut().map(|(a, s)| (a.clone(), s, false)));
+    repoint(&mut run, &candidate, targets, unreachable).await;
+    for (_, s) in others {
+        s.close().await;
+    }
     oldc.close().await;
     cand.close().await;
 

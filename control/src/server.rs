@@ -152,6 +152,31 @@ impl Server {
         }))
     }
 
+    /// Wait up to `timeout` until this server replicates from `source` with its IO
+    /// and SQL threads both running. Err: why it does not (the threads' state and
+    /// `Last_IO_Error` / `Last_SQL_Error`, e.g. "Access denied" for a wrong
+    /// replication password), as of the last look.
+    pub async fn wait_following(&mut self, source: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let why = match self.replication().await {
+                Ok(Some(r)) if r.source == source && r.io_running && r.sql_running => return Ok(()),
+                Ok(Some(r)) if r.source != source => format!("replicates from {}, not {source}", r.source),
+                Ok(Some(r)) => {
+                    let state = |b: bool| if b { "running" } else { "not running" };
+                    let err = if r.last_error.is_empty() { String::new() } else { format!(": {}", r.last_error) };
+                    format!("IO thread {}, SQL thread {}{err}", state(r.io_running), state(r.sql_running))
+                }
+                Ok(None) => "not a replica".to_string(),
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(why);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A global status variable as a number (0 if missing).
     pub async fn status_u64(&mut self, name: &str) -> Result<u64, ServerError> {
         let sql = format!("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = '{}'", name.to_uppercase());

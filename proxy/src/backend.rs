@@ -243,9 +243,7 @@ async fn auth_reply(io: &mut PacketIo<Stream>, login: &Login<'_>, plugin: &[u8])
                 // Auth switch: plugin name NUL, then the new nonce (NUL-ended for the SHA plugins).
                 let mut c = proto::Cursor::new(&reply[1..]);
                 plugin = c.null_str().unwrap_or_default().to_vec();
-                let data = c.rest();
-                // The SHA plugins' 20-byte nonce ends with a NUL; ed25519's 32 raw bytes do not.
-                let data = if plugin == crate::auth::ED25519_PLUGIN { data } else { data.strip_suffix(&[0]).unwrap_or(data) };
+                let data = switch_nonce(&plugin, c.rest());
                 let answer = login.secret.answer(&plugin, data).map_err(BackendError::Protocol)?;
                 io.send(s.wrapping_add(1), &answer).await.map_err(lost)?;
             }
@@ -271,6 +269,17 @@ async fn auth_reply(io: &mut PacketIo<Stream>, login: &Login<'_>, plugin: &[u8])
         }
     }
     Err(BackendError::Protocol("too many authentication round trips".into()))
+}
+
+/// The nonce an auth switch to `plugin` carries in `data`: the SHA plugins'
+/// 20 bytes end with a NUL (MariaDB `sql_acl.cc`); `client_ed25519`'s are 32 raw
+/// bytes, any of which may be 0 (`plugin/auth_ed25519/server_ed25519.c`).
+fn switch_nonce<'a>(plugin: &[u8], data: &'a [u8]) -> &'a [u8] {
+    if plugin == crate::auth::ED25519_PLUGIN {
+        data
+    } else {
+        data.strip_suffix(&[0]).unwrap_or(data)
+    }
 }
 
 impl Backend {
@@ -504,5 +513,21 @@ impl Backend {
     /// Say goodbye politely (best effort).
     pub async fn quit(mut self) {
         let _ = self.io.send(0, &[proto::cmd::QUIT]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ed25519_nonce_ending_in_zero_is_kept_whole() {
+        let mut nonce = [7u8; 32];
+        nonce[31] = 0;
+        assert_eq!(switch_nonce(crate::auth::ED25519_PLUGIN, &nonce), &nonce[..]);
+        let mut sha = [9u8; 21];
+        sha[20] = 0;
+        assert_eq!(switch_nonce(NATIVE_PLUGIN, &sha), &sha[..20]);
+        assert_eq!(switch_nonce(SHA2_PLUGIN, &sha), &sha[..20]);
     }
 }
