@@ -74,6 +74,10 @@ pub fn load_server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerCon
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| file_err(&cfg.key, format!("does not fit the certificate {}: {e}", cfg.cert.display())))?;
+    // No TLS 1.3 session tickets: MySQL clients do not resume sessions, and the
+    // tickets would be one more flight after every handshake.
+    let mut config = config;
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
