@@ -225,10 +225,10 @@ async fn backend_down_is_a_clear_error_and_others_keep_working() {
         mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("admin")).pass(Some("admin")).prefer_socket(false);
     match mysql_async::Conn::new(opts).await {
         Err(mysql_async::Error::Server(e)) => {
-            assert_eq!(e.code, 2003);
+            assert_eq!(e.code, 9107);
             assert!(e.message.contains("dead") && e.message.contains(&dead), "{}", e.message);
         }
-        other => panic!("expected ERR 2003, got {other:?}"),
+        other => panic!("expected ERR 9107, got {other:?}"),
     }
     still_serving(port).await;
     running.shutdown(Some(Duration::from_millis(100))).await;

@@ -481,3 +481,64 @@ async fn a_held_tls_client_that_hangs_up_is_evicted_and_its_write_never_runs() {
     let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM gone_tls").await.unwrap();
     assert_eq!(n, Some(0), "a held statement whose TLS client left ran");
 }
+
+/// A server that offers no TLS while the cluster's `tls` asks for it: refused
+/// with a clear error naming the cause; baton serves other clusters on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_offering_no_tls_is_refused_when_tls_is_required() {
+    use mysql_common::constants::{CapabilityFlags, StatusFlags};
+    use mysql_common::packets::HandshakePacket;
+    use mysql_common::proto::MySerialize;
+    use tokio::io::AsyncWriteExt;
+    // A fake server: a greeting without CLIENT_SSL, then nothing.
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = fake.accept().await {
+            tokio::spawn(async move {
+                let caps = CapabilityFlags::CLIENT_PROTOCOL_41
+                    | CapabilityFlags::CLIENT_SECURE_CONNECTION
+                    | CapabilityFlags::CLIENT_PLUGIN_AUTH
+                    | CapabilityFlags::CLIENT_SESSION_TRACK;
+                let hs = HandshakePacket::new(
+                    10,
+                    &b"10.11.0-fake"[..],
+                    7,
+                    *b"abcdefgh",
+                    Some(b"ijklmnopqrst\0".to_vec()),
+                    caps,
+                    45,
+                    StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+                    Some(&b"mysql_native_password"[..]),
+                );
+                let mut body = Vec::new();
+                hs.serialize(&mut body);
+                let mut pkt = (body.len() as u32).to_le_bytes()[..3].to_vec();
+                pkt.push(0);
+                pkt.extend_from_slice(&body);
+                let _ = s.write_all(&pkt).await;
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let info = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[topology]\npath = {:?}\n\
+         [[users]]\nname = \"app\"\npassword = \"app\"\ncluster = \"plain\"\n\
+         [[users]]\nname = \"nossl\"\npassword = \"x\"\ncluster = \"fake\"\n\
+         [[clusters]]\nname = \"plain\"\nservers = [{servers}]\nprimary = {:?}\n\
+         [[clusters]]\nname = \"fake\"\nservers = [{fake_addr:?}]\nprimary = {fake_addr:?}\ntls = \"required\"\n",
+        dir.path().join("topology.json").display().to_string(),
+        info.primary
+    );
+    let baton = start(&text, dir).await;
+    let (ok, _, err) = mariadb(baton.port, "nossl", "x", &[], "SELECT 1");
+    assert!(!ok);
+    // The real CLI shows baton's message (a 2xxx code would read "2027 Received malformed packet").
+    assert!(err.contains("ERROR 9107 (HY000)") && err.contains("offers no TLS"), "{err}");
+    // Another cluster's users are served.
+    let (ok, out, err) = mariadb(baton.port, "app", "app", &[], "SELECT 11");
+    assert!(ok && out == "11", "{out} {err}");
+}

@@ -56,13 +56,17 @@ impl MysqlError {
     pub fn unsupported_client(why: &str) -> Self {
         Self::new(1251, "08004", format!("Client does not support authentication protocol requested by server; {why}"))
     }
-    /// 2003 (HY000): the cluster's primary cannot be reached.
+    /// 9107 (HY000): the cluster's primary cannot be reached. Not 2003: codes
+    /// 2000-2999 are the client library's own, and Connector/C (the `mariadb` CLI,
+    /// mysqlclient, sysbench) reports a server packet carrying one as "2027
+    /// Received malformed packet", hiding the message.
     pub fn backend_unavailable(cluster: &str, addr: &str, why: &str) -> Self {
-        Self::new(2003, "HY000", format!("baton: cannot connect to primary {addr} of cluster {cluster}: {why}"))
+        Self::new(9107, "HY000", format!("baton: cannot connect to primary {addr} of cluster {cluster}: {why}"))
     }
-    /// 2013 (HY000): the backend connection was lost mid-command.
+    /// 9108 (HY000): the backend connection was lost mid-command (not 2013: see
+    /// [`MysqlError::backend_unavailable`]).
     pub fn backend_lost(why: &str) -> Self {
-        Self::new(2013, "HY000", format!("baton: lost connection to the backend during query: {why}"))
+        Self::new(9108, "HY000", format!("baton: lost connection to the backend during query: {why}"))
     }
     /// 9101 (40001): the client's transaction was open on the old primary when it was
     /// revoked; it was rolled back there. Retry the whole transaction.
