@@ -100,6 +100,17 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     }
     run.step("apply_relay", positions.iter().map(|(a, p, _)| format!("{a} at {p:?}")).collect::<Vec<_>>().join(", "));
 
+    // Errant servers (history not contained in the old primary's, as the health
+    // monitor last saw it) are neither candidates nor compared: their extra
+    // transactions were never acknowledged and must not block or win the election.
+    let errant: Vec<String> = cluster.health.lock().unwrap_or_else(|p| p.into_inner()).errant.clone();
+    let excluded: Vec<String> =
+        positions.iter().filter(|(a, _, _)| errant.iter().any(|e| crate::health::errant_addr(e) == a)).map(|(a, _, _)| a.clone()).collect();
+    if !excluded.is_empty() {
+        positions.retain(|(a, _, _)| !excluded.contains(a));
+        run.step("exclude", format!("errant, left out of the election: {}", errant.join("; ")));
+    }
+
     // Elect.
     let acked = cluster.acked.position();
     let winner = positions.iter().max_by_key(|(_, p, _)| gtid::advance(p)).cloned();

@@ -8,9 +8,14 @@
 //!   read-only as soon as it answers (an old primary coming back).
 //! - On etcd, only the orchestrator fails over, fences and rejoins; every proxy
 //!   checks and buffers on suspicion.
-//! - Rejoin: a server that does not replicate and whose GTID position is contained
-//!   in the primary's is pointed at the primary; otherwise it is reported errant
-//!   and kept out.
+//! - Errant servers: a server whose `@@gtid_binlog_state` is not contained in the
+//!   primary's (a transaction only it has: an old primary's last commit that no
+//!   replica received, a write made on a replica) is reported errant (status,
+//!   `baton_errant_servers`, `baton ctl status`), never rejoined, and left out of
+//!   elections and of their split-brain comparison ([`crate::failover`]). The
+//!   list is kept while the primary cannot be checked. Repair: README "Errant servers".
+//! - Rejoin: a server that does not replicate and is not errant is pointed at the
+//!   primary.
 
 use std::sync::Arc;
 
@@ -41,7 +46,8 @@ pub struct ServerHealth {
 pub struct HealthReport {
     pub primary_failures: u32,
     pub servers: Vec<ServerHealth>,
-    /// Servers kept out because their history diverged from the primary's.
+    /// Servers kept out because their history diverged from the primary's, as
+    /// "addr: the first GTID the primary lacks".
     pub errant: Vec<String>,
     /// The last fencing, rejoin or failover action, with its outcome.
     pub last_action: Option<String>,
@@ -96,6 +102,11 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
     }
 }
 
+/// The address of an errant entry ("addr: why").
+pub fn errant_addr(entry: &str) -> &str {
+    entry.split_once(": ").map_or(entry, |(a, _)| a)
+}
+
 /// Run until `stop` is cancelled.
 pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
     let mut failures = 0u32;
@@ -122,7 +133,9 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
         let servers: Vec<ServerHealth> = servers.into_iter().map(|(_, s)| s).collect();
         let primary = servers.iter().find(|s| s.addr == record.primary).cloned();
         let mut action = None;
-        let mut errant = Vec::new();
+        // Errant: recomputed whenever the primary can be checked; kept otherwise
+        // (a failover must know them once the primary is gone).
+        let mut errant: Option<Vec<String>> = None;
 
         if primary.as_ref().is_some_and(|p| p.reachable) {
             failures = 0;
@@ -151,6 +164,21 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
 
         // Fencing and rejoin, only while nothing else is moving the cluster.
         let p = primary.filter(|p| p.reachable && p.read_only == Some(false) && p.source.is_none());
+        if let (Some(p), Phase::Idle) = (&p, cluster.gate.phase()) {
+            let pstate = p.gtid_binlog_state.clone().unwrap_or_default();
+            let found = servers
+                .iter()
+                .filter(|s| s.reachable && s.addr != p.addr)
+                .filter_map(|s| {
+                    gtid::contains(&pstate, s.gtid_binlog_state.as_deref().unwrap_or_default()).err().map(|why| format!("{}: {why}", s.addr))
+                })
+                .collect();
+            errant = Some(found);
+        }
+        let errant_now: Vec<String> = match &errant {
+            Some(e) => e.clone(),
+            None => cluster.health.lock().unwrap_or_else(|p| p.into_inner()).errant.clone(),
+        };
         // The reparent lock only when a server needs fencing or rejoining: taken on
         // every check, it made a reparent requested at that moment fail with 409.
         let needed =
@@ -165,19 +193,17 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
                         let r = c.exec("SET GLOBAL read_only=ON").await;
                         action = Some(format!("fenced {}: read_only=ON ({})", s.addr, if r.is_ok() { "done" } else { "failed" }));
                     }
-                    if s.source.is_none() {
+                    if s.source.is_none() && !errant_now.iter().any(|e| errant_addr(e) == s.addr) {
                         let spos = s.gtid_binlog_pos.clone().unwrap_or_default();
-                        match gtid::contains(&pstate, &spos) {
-                            Ok(()) => {
-                                let r = c.replicate_from(&p.addr, &settings.repl_user, &settings.repl_password, true).await;
-                                action = Some(format!(
-                                    "rejoined {} as a replica of {}: {}",
-                                    s.addr,
-                                    p.addr,
-                                    r.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
-                                ));
-                            }
-                            Err(why) => errant.push(format!("{}: {why}", s.addr)),
+                        // Also its position (the errant list may be from an older check).
+                        if gtid::contains(&pstate, &spos).is_ok() {
+                            let r = c.replicate_from(&p.addr, &settings.repl_user, &settings.repl_password, true).await;
+                            action = Some(format!(
+                                "rejoined {} as a replica of {}: {}",
+                                s.addr,
+                                p.addr,
+                                r.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
+                            ));
                         }
                     }
                     c.close().await;
@@ -190,7 +216,12 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
         let mut h = cluster.health.lock().unwrap_or_else(|p| p.into_inner());
         h.primary_failures = failures;
         h.servers = servers;
-        h.errant = errant;
+        if let Some(e) = errant {
+            if e != h.errant && !e.is_empty() {
+                tracing::warn!(cluster = %cluster.name, errant = ?e, "errant servers: kept out of rejoin and elections");
+            }
+            h.errant = e;
+        }
         if action.is_some() {
             h.last_action = action;
         }

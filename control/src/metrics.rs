@@ -51,6 +51,12 @@ pub const CLUSTER_TERM: &str = "baton_cluster_term";
 pub const TOPOLOGY_STORE_UP: &str = "baton_topology_store_up";
 /// Gauge 0/1: this proxy holds the orchestrator role (always 1 on the file store).
 pub const ORCHESTRATOR: &str = "baton_orchestrator";
+/// Gauge, per cluster: servers whose GTID history is not contained in the
+/// primary's (kept out of rejoin and elections until repaired; README "Errant servers").
+pub const ERRANT_SERVERS: &str = "baton_errant_servers";
+/// Gauge, per cluster: servers the last reparent or failover could not get to
+/// replicate from the new primary (its report's `not_following`).
+pub const REPLICAS_NOT_FOLLOWING: &str = "baton_replicas_not_following";
 
 /// How often histogram samples are folded into buckets (bounds the memory they take
 /// between scrapes: without it, every query's duration is kept until the next scrape).
@@ -76,6 +82,8 @@ const DESCRIPTIONS: &[(&str, char, &str)] = &[
     (CLUSTER_TERM, 'g', "The cluster's topology term."),
     (TOPOLOGY_STORE_UP, 'g', "1 while the topology store answers."),
     (ORCHESTRATOR, 'g', "1 while this proxy holds the orchestrator role."),
+    (ERRANT_SERVERS, 'g', "Servers whose GTID history is not contained in the primary's."),
+    (REPLICAS_NOT_FOLLOWING, 'g', "Servers not replicating from the new primary after the last reparent or failover."),
 ];
 
 /// Command labels (closed set).
@@ -145,6 +153,7 @@ const STEPS: &[&str] = &[
     "fence",
     "apply_relay",
     "elect",
+    "exclude",
 ];
 const RESULTS: &[&str] = &["ok", "undone", "held", "refused"];
 
@@ -159,6 +168,8 @@ struct ClusterMetrics {
     reparents: HashMap<(&'static str, &'static str), Counter>,
     conditions: [Gauge; 5],
     term: Gauge,
+    errant: Gauge,
+    not_following: Gauge,
 }
 
 /// One instance's metrics.
@@ -221,6 +232,8 @@ impl Metrics {
                 conditions: ["C1_revoked", "C2_named", "C3_writable", "C4_caught_up", "C5_durable"]
                     .map(|n| gauge(LEADERSHIP_CONDITION, &l(&[("condition", n)]))),
                 term: gauge(CLUSTER_TERM, &l(&[])),
+                errant: gauge(ERRANT_SERVERS, &l(&[])),
+                not_following: gauge(REPLICAS_NOT_FOLLOWING, &l(&[])),
             };
             clusters.insert(c.clone(), cm);
         }
@@ -307,6 +320,9 @@ impl Metrics {
             if let Some(t) = terms.get(name) {
                 cm.term.set(*t as f64);
             }
+            cm.errant.set(h.health.lock().unwrap_or_else(|p| p.into_inner()).errant.len() as f64);
+            let not_following = h.last_reparent.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |r| r.not_following.len());
+            cm.not_following.set(not_following as f64);
         }
         self.handle.run_upkeep();
         let _ = &self.recorder;

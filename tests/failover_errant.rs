@@ -1,0 +1,103 @@
+//! Issue 11, item 3: a server with a transaction the primary does not have (an
+//! errant one) is reported, not rejoined, and left out of the election: the
+//! failover after the primary's crash goes ahead among the healthy replicas.
+
+mod common;
+
+use std::time::Duration;
+
+use common::reparent::*;
+use common::*;
+use mysql_async::prelude::*;
+
+const AUTO: &str = "[buffer]\nwindow_ms = 30000\nmax_failover_duration_ms = 60000\nmin_time_between_failovers_ms = 0\ndrain_concurrency = 4\n\
+                    [reparent]\ncheck_interval_ms = 20\ncatchup_timeout_ms = 5000\n\
+                    [health]\ninterval_ms = 300\ntimeout_ms = 700\nfailure_threshold = 3\n";
+
+async fn status(running: &baton::Running) -> serde_json::Value {
+    let (code, body) = http(running.admin_addr, "GET", "/api/v1/clusters/main", None, "").await;
+    assert_eq!(code, 200);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_errant_replica_is_reported_and_left_out_of_the_failover() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let dir = tempfile::tempdir().unwrap();
+    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{AUTO}\
+         [[users]]\nname = \"app\"\npassword = \"app\"\n\
+         [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\nadmin_user = \"admin\"\nadmin_password = \"admin\"\n\
+         repl_password = \"repl\"\ndurability = \"none\"\nauto_failover = true\n",
+        dir.path().join("topology.json").display().to_string()
+    );
+    let running = baton::start(baton_control::Config::parse(&text).unwrap()).await.unwrap();
+    let port = running.mysql_addr.port();
+    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    c.query_drop("DROP TABLE IF EXISTS errant_rows; CREATE TABLE errant_rows (id INT PRIMARY KEY, v VARCHAR(20))").await.unwrap();
+    c.query_drop("INSERT INTO errant_rows VALUES (1, 'acked')").await.unwrap();
+    let replicas: Vec<String> = info.servers.iter().filter(|s| **s != primary).cloned().collect();
+    let (bad, good) = (replicas[0].clone(), replicas[1].clone());
+    // Both replicas have the acknowledged row.
+    for r in &replicas {
+        let mut a = admin(r).await;
+        let n = wait_rows(&mut a, 1).await;
+        assert_eq!(n, 1, "{r}");
+    }
+    // An operator's mistake: a write made on a replica (binlogged, under its own server id).
+    let mut b = admin(&bad).await;
+    b.query_drop("SET GLOBAL read_only=OFF").await.unwrap();
+    b.query_drop("INSERT INTO baton_test.errant_rows VALUES (2, 'errant')").await.unwrap();
+    b.query_drop("SET GLOBAL read_only=ON").await.unwrap();
+    drop(b);
+
+    // The health monitor reports it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status(&running).await;
+        let errant = s["health"]["errant"].as_array().cloned().unwrap_or_default();
+        if errant.iter().any(|e| e.as_str().is_some_and(|e| e.starts_with(bad.as_str()))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{bad} never reported errant: {:#}", s["health"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The primary crashes; the failover goes ahead with the healthy replica.
+    signal(&info, &primary, "KILL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let topo = running.store.current();
+        if topo.cluster("main").unwrap().primary != primary {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failover: {:#}", status(&running).await["last_reparent"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running.store.current().cluster("main").unwrap().primary, good, "the errant server was elected");
+    let report = status(&running).await["last_reparent"].clone();
+    let exclude = report["steps"].as_array().unwrap().iter().find(|s| s["step"] == "exclude").cloned();
+    assert!(exclude.is_some_and(|s| s["detail"].as_str().unwrap().contains(bad.as_str())), "{report:#}");
+    // Writes resume on the new primary, which has the acknowledged row and not the errant one.
+    c.query_drop("INSERT INTO errant_rows VALUES (3, 'after')").await.unwrap();
+    let rows: Vec<(i32, String)> = c.query("SELECT id, v FROM errant_rows ORDER BY id").await.unwrap();
+    assert_eq!(rows, vec![(1, "acked".to_string()), (3, "after".to_string())]);
+    running.shutdown(Some(Duration::from_millis(200))).await;
+    restart(&info, &primary).await;
+    // heal() (next test) resets the errant server to follow the primary.
+    heal(&info).await;
+}
+
+async fn wait_rows(c: &mut mysql_async::Conn, want: i64) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM baton_test.errant_rows").await.unwrap_or(Some(0));
+        if n == Some(want) || std::time::Instant::now() > deadline {
+            return n.unwrap_or(0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
