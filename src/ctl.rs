@@ -139,6 +139,12 @@ fn print_cluster(c: &Value) {
             r["lag_seconds"].as_u64().map(|l| format!("{l} s")).unwrap_or_default(),
         );
     }
+    for e in c["health"]["errant"].as_array().into_iter().flatten() {
+        println!("  ERRANT (kept out of rejoin and elections; README \"Errant servers\"): {}", e.as_str().unwrap_or(""));
+    }
+    for e in c["last_reparent"]["not_following"].as_array().into_iter().flatten() {
+        println!("  NOT FOLLOWING the primary since the last reparent: {}", e.as_str().unwrap_or(""));
+    }
     print_conditions(c);
 }
 

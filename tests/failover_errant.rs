@@ -66,6 +66,12 @@ async fn an_errant_replica_is_reported_and_left_out_of_the_failover() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // `baton ctl status` names it.
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_baton")).args(["ctl", "--admin", &running.admin_addr.to_string(), "status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ERRANT") && text.contains(bad.as_str()), "{text}");
+
     // The primary crashes; the failover goes ahead with the healthy replica.
     signal(&info, &primary, "KILL");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
