@@ -67,7 +67,11 @@ pub async fn evaluate(cluster: &ClusterHandle, topo: &Topology, gate: &GateStatu
         cond("C2", "named", false, format!("topology still names {new_primary} at term {term}; waiting for a term newer than {}", gate.start_term))
     };
 
-    let c1 = {
+    let c1 = if old == new_primary && term > gate.start_term {
+        // The same server named again at a newer term: re-established after it came
+        // back from a crash ([`crate::health`]); the old term ended with its restart.
+        cond("C1", "revoked", true, format!("{old} re-established at term {term}: the old term ended with its restart"))
+    } else {
         match Server::connect(&old, &settings.admin).await {
             Ok(mut s) => {
                 let r = match s.read_only().await {

@@ -102,6 +102,75 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
     }
 }
 
+/// A primary that came back (restarted read-only, as the recommended my.cnf has
+/// it) while nothing else was promoted: no failover (`auto_failover` off, or
+/// refused), the topology still names it at the episode's term. If it contains
+/// every GTID baton acknowledged and every other server's history, is not errant
+/// and no other server is writable,
+/// re-establish it: publish it at term + 1 (the old term's sessions are gone with
+/// the crash; they reconnect), then make it writable; the supervisor releases
+/// the held requests once every condition holds. Returns the action taken or why
+/// not (None when it does not apply).
+async fn reestablish(
+    cluster: &ClusterHandle,
+    store: &Store,
+    record: &crate::topology::ClusterRecord,
+    primary: Option<&ServerHealth>,
+    servers: &[ServerHealth],
+    errant: &[String],
+) -> Option<String> {
+    let status = cluster.gate.status();
+    let p = primary?;
+    let applies = status.phase == Phase::Buffering
+        && !status.planned
+        && status.start_term == record.term
+        && status.old_primary == record.primary
+        && p.reachable
+        && p.read_only == Some(true)
+        && p.source.is_none()
+        && store.may_act();
+    if !applies {
+        return None;
+    }
+    if let Some(w) = servers.iter().find(|s| s.addr != p.addr && s.read_only == Some(false)) {
+        return Some(format!("{} is back read-only but not re-established: {} is writable", p.addr, w.addr));
+    }
+    if errant.iter().any(|e| errant_addr(e) == p.addr) {
+        return Some(format!("{} is back read-only but errant: not re-established", p.addr));
+    }
+    let acked = cluster.acked.position();
+    let pstate = p.gtid_binlog_state.as_deref().unwrap_or_default();
+    if let Err(why) = gtid::contains(pstate, &acked) {
+        return Some(format!("{} is back read-only but lacks acknowledged writes ({why}): not re-established; fail over to a replica", p.addr));
+    }
+    // A replica ahead of it (a transaction the crash recovery dropped here, e.g.
+    // with init_rpl_role=SLAVE) would diverge from it: a failover is the way then.
+    for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
+        if let Err(why) = gtid::contains(pstate, s.gtid_binlog_state.as_deref().unwrap_or_default()) {
+            return Some(format!("{} is back read-only but {} is ahead of it ({why}): not re-established; fail over to a replica", p.addr, s.addr));
+        }
+    }
+    let _lock = cluster.reparent_lock.try_lock().ok()?;
+    let term = record.term + 1;
+    let next = crate::topology::ClusterRecord { primary: p.addr.clone(), term, servers: record.servers.clone() };
+    if let Err(e) = store.put_cluster(&cluster.name, next).await {
+        return Some(format!("re-establishing {}: publishing term {term} failed: {e}", p.addr));
+    }
+    let settings = cluster.settings();
+    let writable = match Server::connect(&p.addr, &settings.admin).await {
+        Ok(mut s) => {
+            let r = s.exec("SET GLOBAL read_only=OFF").await;
+            s.close().await;
+            r.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    Some(match writable {
+        Ok(()) => format!("re-established {} at term {term}: it came back containing every acknowledged write and nothing else was promoted", p.addr),
+        Err(e) => format!("published {} at term {term} but could not make it writable: {e}", p.addr),
+    })
+}
+
 /// The address of an errant entry ("addr: why").
 pub fn errant_addr(entry: &str) -> &str {
     entry.split_once(": ").map_or(entry, |(a, _)| a)
@@ -132,6 +201,7 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
         servers.sort_by_key(|(i, _)| *i);
         let servers: Vec<ServerHealth> = servers.into_iter().map(|(_, s)| s).collect();
         let primary = servers.iter().find(|s| s.addr == record.primary).cloned();
+        let primary_health = primary.clone();
         let mut action = None;
         // Errant: recomputed whenever the primary can be checked; kept otherwise
         // (a failover must know them once the primary is gone).
@@ -210,7 +280,11 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
                 }
             }
         }
-        if let Some(a) = &action {
+        if let Some(a) = reestablish(&cluster, &store, &record, primary_health.as_ref(), &servers, &errant_now).await {
+            action = Some(a);
+        }
+        let repeated = action.is_some() && cluster.health.lock().unwrap_or_else(|p| p.into_inner()).last_action == action;
+        if let (Some(a), false) = (&action, repeated) {
             tracing::info!(cluster = %cluster.name, "{a}");
         }
         let mut h = cluster.health.lock().unwrap_or_else(|p| p.into_inner());
