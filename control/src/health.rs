@@ -236,14 +236,28 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
         let p = primary.filter(|p| p.reachable && p.read_only == Some(false) && p.source.is_none());
         if let (Some(p), Phase::Idle) = (&p, cluster.gate.phase()) {
             let pstate = p.gtid_binlog_state.clone().unwrap_or_default();
-            let found = servers
+            let suspects: Vec<&ServerHealth> = servers
                 .iter()
                 .filter(|s| s.reachable && s.addr != p.addr)
-                .filter_map(|s| {
-                    gtid::contains(&pstate, s.gtid_binlog_state.as_deref().unwrap_or_default()).err().map(|why| format!("{}: {why}", s.addr))
-                })
+                .filter(|s| gtid::contains(&pstate, s.gtid_binlog_state.as_deref().unwrap_or_default()).is_err())
                 .collect();
-            errant = Some(found);
+            // The checks ran in parallel: a replica read after the primary may hold
+            // transactions the primary wrote in between. Re-read the primary now;
+            // only what it still lacks is errant.
+            if suspects.is_empty() {
+                errant = Some(Vec::new());
+            } else if let Ok(mut c) = Server::connect(&p.addr, &login).await {
+                if let Ok(fresh) = c.gtid_binlog_state().await {
+                    let found = suspects
+                        .iter()
+                        .filter_map(|s| {
+                            gtid::contains(&fresh, s.gtid_binlog_state.as_deref().unwrap_or_default()).err().map(|why| format!("{}: {why}", s.addr))
+                        })
+                        .collect();
+                    errant = Some(found);
+                }
+                c.close().await;
+            }
         }
         let errant_now: Vec<String> = match &errant {
             Some(e) => e.clone(),

@@ -1,0 +1,25 @@
+//! `cargo bench --bench chaos`: the nemesis test (`tests/nemesis.rs`) for 20
+//! minutes (or `BATON_NEMESIS_SECS`) against a 3-node cluster this bench starts,
+//! in a release build. Prints the nemesis's own report (actions, acknowledged
+//! rows, failed attempts by code, worst write pause, read_only samples) and
+//! fails if any of its checks fails.
+
+use std::process::Command;
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let secs = std::env::var("BATON_NEMESIS_SECS").unwrap_or_else(|_| "1200".into());
+    let cluster = baton_testkit::Cluster::start(3, None).expect("starting a 3-node MariaDB cluster (run scripts/setup.sh first)");
+    let info = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(info.path(), serde_json::to_string(&cluster.info).unwrap()).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = Command::new(env!("CARGO"))
+        .args(["test", "--release", "--test", "nemesis", "--", "--nocapture"])
+        .current_dir(root)
+        .env("BATON_TEST_CLUSTER_REPARENT", info.path())
+        .env("BATON_NEMESIS_SECS", &secs)
+        .status()
+        .expect("cargo test --test nemesis");
+    drop(cluster);
+    assert!(status.success(), "the nemesis run failed (its report is above)");
+}
