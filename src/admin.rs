@@ -267,7 +267,10 @@ async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response
     }
     match state.reloader.reload() {
         Ok(summary) => Json(json!({"reloaded": true, "detail": summary})).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_config", format!("{e}; the running config is kept")),
+        Err(e) => {
+            tracing::error!("reload through the admin API: config refused: {e}");
+            error(StatusCode::BAD_REQUEST, "invalid_config", format!("{e}; the running config is kept"))
+        }
     }
 }
 

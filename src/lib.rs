@@ -40,7 +40,9 @@ pub struct Running {
 
 /// `baton --check-config --probe`: log in to every server of every cluster with
 /// the control plane's admin account and with the replication account (as a
-/// replica being repointed would). One line per login: what, and Ok or why not.
+/// replica being repointed would), and as each user that has a
+/// `backend_password_file` on its cluster's seed primary. One line per login:
+/// what, and Ok or why not.
 pub async fn probe(config: &Config) -> Vec<(String, Result<(), String>)> {
     use baton_control::server::{AdminLogin, Server};
     let mut out = Vec::new();
@@ -59,6 +61,22 @@ pub async fn probe(config: &Config) -> Vec<(String, Result<(), String>)> {
                 out.push((format!("cluster {} server {addr}: {role} account {:?}", c.name, login.user), r));
             }
         }
+    }
+    // Users whose backend login uses backend_password_file: that password, on
+    // their cluster's primary (a wrong one shows only as 1045 at login).
+    for u in &config.users {
+        let Ok(Some(password)) = u.backend_password() else { continue };
+        let Some(c) = config.clusters.iter().find(|c| c.name == config.cluster_of(u)) else { continue };
+        let settings = baton_control::cluster::cluster_settings(config, c);
+        let login = AdminLogin { user: u.name.clone(), password, ..settings.admin.clone() };
+        let r = match Server::connect(&c.primary, &login).await {
+            Ok(s) => {
+                s.close().await;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        out.push((format!("cluster {} server {}: user {:?} with its backend_password_file", c.name, c.primary, u.name), r));
     }
     out
 }

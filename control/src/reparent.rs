@@ -332,7 +332,7 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
             run.step(
                 "revoke",
                 format!(
-                    "{running} client connection(s) killed after the grace period; {old} read_only=ON; {killed} more killed; final position {pos}"
+                    "{running} client connection(s) (idle or running a statement) killed after the grace period; {old} read_only=ON; {killed} more killed; final position {pos}"
                 ),
             );
             pos
