@@ -108,9 +108,21 @@ async fn cli_errors_keep_code_and_sqlstate() {
 #[test]
 fn check_config_accepts_good_and_refuses_bad() {
     let dir = tempfile::tempdir().unwrap();
-    let good = repo_root().join("configs/baton.toml");
+    // The example config, its secret files (under /etc/baton there) made here.
+    let example = std::fs::read_to_string(repo_root().join("configs/baton.toml")).unwrap();
+    let secrets = dir.path().display().to_string();
+    for f in ["admin-password", "repl-password"] {
+        std::fs::write(dir.path().join(f), "secret\n").unwrap();
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, example.replace("/etc/baton", &secrets)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_baton")).arg("--check-config").arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A secret file it cannot read is an error, not an empty password.
+    std::fs::remove_file(dir.path().join("repl-password")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_baton")).arg("--check-config").arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("repl-password"), "{}", String::from_utf8_lossy(&out.stderr));
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nlisten = \"not an address\"\n").unwrap();

@@ -134,6 +134,12 @@ async fn a_primary_that_comes_back_is_re_established_when_nothing_else_was_promo
     // Stopped without a reparent (an operator's restart; a crash is the same case
     // when recovery keeps every acknowledged write, which with init_rpl_role=SLAVE
     // it may not: then the replicas are ahead and a failover is the way).
+    // (After the health monitor has seen it serve: a restart is told by its uptime.)
+    let seen = std::time::Instant::now() + Duration::from_secs(10);
+    while status(&running).await["health"]["servers"].as_array().is_none_or(|s| s.is_empty()) {
+        assert!(std::time::Instant::now() < seen, "no health check");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = admin(&primary).await.query_drop("SHUTDOWN").await;
 
     let gate = running.proxy.clusters["main"].gate.clone();
@@ -149,6 +155,11 @@ async fn a_primary_that_comes_back_is_re_established_when_nothing_else_was_promo
     });
     while gate.status().queued == 0 {
         assert!(std::time::Instant::now() < deadline, "the write was not held: {:?}", gate.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // (Down long enough for its uptime, in whole seconds, to tell the restart.)
+    while status(&running).await["health"]["primary_failures"].as_u64().unwrap_or(0) < 5 {
+        assert!(std::time::Instant::now() < deadline, "the health monitor never saw it down");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // ... the primary restarts read-only (as its my.cnf says), and the write runs on it.

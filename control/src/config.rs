@@ -494,13 +494,6 @@ impl Config {
             if c.admin_password.is_some() && c.admin_password_file.is_some() {
                 return bad(format!("cluster {:?}: set only one of admin_password and admin_password_file", c.name));
             }
-            // Secrets in files are read now: an unreadable file is an error, never an empty password.
-            if let Err(e) = c.admin_password() {
-                return bad(format!("cluster {:?}: admin_password_file: {e}", c.name));
-            }
-            if let Err(e) = c.repl_password() {
-                return bad(format!("cluster {:?}: repl_password_file: {e}", c.name));
-            }
             if c.admin_user.is_some() && c.repl_password.is_none() && c.repl_password_file.is_none() {
                 return bad(format!(
                     "cluster {:?}: admin_user is set, so baton can reparent it, but there is no replication password \
@@ -539,14 +532,26 @@ impl Config {
                     u.name
                 ));
             }
-            if let Err(e) = u.backend_password() {
-                return bad(format!("user {:?}: backend_password_file: {e}", u.name));
-            }
             if let Some(c) = &u.cluster {
                 if !names.contains(c) {
                     return bad(format!("user {:?}: unknown cluster {c:?}", u.name));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Read every secret file the config names (`admin_password_file`,
+    /// `repl_password_file`, `backend_password_file`): an unreadable one is an
+    /// error, never an empty password. Run at start, on reload and by
+    /// `baton --check-config` (not by `validate`, which touches no file).
+    pub fn check_secret_files(&self) -> Result<(), String> {
+        for c in &self.clusters {
+            c.admin_password().map_err(|e| format!("cluster {:?}: admin_password_file: {e}", c.name))?;
+            c.repl_password().map_err(|e| format!("cluster {:?}: repl_password_file: {e}", c.name))?;
+        }
+        for u in &self.users {
+            u.backend_password().map_err(|e| format!("user {:?}: backend_password_file: {e}", u.name))?;
         }
         Ok(())
     }

@@ -102,8 +102,8 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
     }
 }
 
-/// A primary that came back (restarted read-only, as the recommended my.cnf has
-/// it) while nothing else was promoted: no failover (`auto_failover` off, or
+/// A primary that came back (restarted during the episode, by its `Uptime`,
+/// read-only as the recommended my.cnf has it) while nothing else was promoted: no failover (`auto_failover` off, or
 /// refused), the topology still names it at the episode's term. If it contains
 /// every GTID baton acknowledged and every other server's history, is not errant
 /// and no other server is writable,
@@ -118,6 +118,7 @@ async fn reestablish(
     primary: Option<&ServerHealth>,
     servers: &[ServerHealth],
     errant: &[String],
+    last_writable: Option<std::time::Instant>,
 ) -> Option<String> {
     let status = cluster.gate.status();
     let p = primary?;
@@ -150,13 +151,29 @@ async fn reestablish(
             return Some(format!("{} is back read-only but {} is ahead of it ({why}): not re-established; fail over to a replica", p.addr, s.addr));
         }
     }
+    // Only a server that restarted since it was last seen serving as primary:
+    // read-only on a live primary may be another tool's revocation (a reparent
+    // baton does not know of); making it writable again could give two primaries.
+    let settings = cluster.settings();
+    let Some(seen) = last_writable else { return Some(format!("{} is read-only and was never seen serving writes: not re-established", p.addr)) };
+    let since_seen = seen.elapsed();
+    let uptime = match Server::connect(&p.addr, &settings.admin).await {
+        Ok(mut s) => {
+            let u = s.status_u64("Uptime").await.ok();
+            s.close().await;
+            u?
+        }
+        Err(_) => return None,
+    };
+    if std::time::Duration::from_secs(uptime + 1) >= since_seen {
+        return Some(format!("{} is read-only but did not restart since it last served writes (up {uptime} s): not re-established", p.addr));
+    }
     let _lock = cluster.reparent_lock.try_lock().ok()?;
     let term = record.term + 1;
     let next = crate::topology::ClusterRecord { primary: p.addr.clone(), term, servers: record.servers.clone() };
     if let Err(e) = store.put_cluster(&cluster.name, next).await {
         return Some(format!("re-establishing {}: publishing term {term} failed: {e}", p.addr));
     }
-    let settings = cluster.settings();
     let writable = match Server::connect(&p.addr, &settings.admin).await {
         Ok(mut s) => {
             let r = s.exec("SET GLOBAL read_only=OFF").await;
@@ -179,6 +196,8 @@ pub fn errant_addr(entry: &str) -> &str {
 /// Run until `stop` is cancelled.
 pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
     let mut failures = 0u32;
+    // When the named primary was last seen writable (item 7: did it restart since?).
+    let mut last_writable: Option<(String, std::time::Instant)> = None;
     loop {
         let settings = cluster.settings();
         tokio::select! {
@@ -294,7 +313,11 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
                 }
             }
         }
-        if let Some(a) = reestablish(&cluster, &store, &record, primary_health.as_ref(), &servers, &errant_now).await {
+        if primary_health.as_ref().is_some_and(|p| p.reachable && p.read_only == Some(false) && p.source.is_none()) {
+            last_writable = Some((record.primary.clone(), std::time::Instant::now()));
+        }
+        let seen = last_writable.as_ref().filter(|(a, _)| *a == record.primary).map(|(_, t)| *t);
+        if let Some(a) = reestablish(&cluster, &store, &record, primary_health.as_ref(), &servers, &errant_now, seen).await {
             action = Some(a);
         }
         let repeated = action.is_some() && cluster.health.lock().unwrap_or_else(|p| p.into_inner()).last_action == action;

@@ -20,6 +20,10 @@ use crate::topology::ClusterRecord;
 /// position within this long, i.e. its replication lag is about this small.
 const PREPARE_LAG: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long the revoke's `SET GLOBAL read_only=ON` may wait behind running
+/// writes before their statements are ended.
+const REVOKE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Commands outside transactions allowed at once while the prepare step throttles.
 const PREPARE_THROTTLE: usize = 2;
 
@@ -172,12 +176,22 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Pick the most advanced reachable replica of `old` (by GTID position).
+/// The servers the health monitor reports errant ("addr: why").
+fn errant_servers(cluster: &ClusterHandle) -> Vec<String> {
+    cluster.health.lock().unwrap_or_else(|p| p.into_inner()).errant.clone()
+}
+
+/// Pick the most advanced reachable, non-errant replica of `old` (by GTID position).
 async fn pick_candidate(cluster: &ClusterHandle, old: &str) -> Result<String, ReparentError> {
     let settings = cluster.settings();
     let mut best: Option<(u64, String)> = None;
     let mut why = Vec::new();
+    let errant = errant_servers(cluster);
     for addr in settings.servers.iter().filter(|s| *s != old) {
+        if let Some(e) = errant.iter().find(|e| crate::health::errant_addr(e) == addr) {
+            why.push(format!("{addr} is errant ({e})"));
+            continue;
+        }
         match Server::connect(addr, &settings.admin).await {
             Ok(mut s) => {
                 let pos = s.gtid_current_pos().await.unwrap_or_default();
@@ -210,7 +224,13 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
         Some(t) if !settings.servers.iter().any(|s| s == t) => {
             return Err(ReparentError::BadCandidate(format!("{t} is not a server of cluster {}", cluster.name)))
         }
-        Some(t) => t.to_string(),
+        Some(t) => {
+            // The same rule as the emergency path: an errant server is never promoted.
+            if let Some(e) = errant_servers(cluster).iter().find(|e| crate::health::errant_addr(e) == t) {
+                return Err(ReparentError::BadCandidate(format!("{t} is errant ({e}): repair it first (README \"Errant servers\")")));
+            }
+            t.to_string()
+        }
         None => pick_candidate(cluster, &old).await?,
     };
     let buffered_before = cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed);
@@ -314,12 +334,27 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
         run.step("undo", notes.join("; "));
     }
 
-    // 3. Revoke: the grace period is over, so first end what still runs (a write
-    // running now would hold `SET GLOBAL read_only=ON` until it ends, past the admin
-    // timeout); then read-only, verified; end the sessions left; final position.
+    // 3. Revoke: read-only (ending what still runs if a running write holds it
+    // back past REVOKE_PATIENCE), verified; end the sessions left; final position.
     let revoke = async {
-        let running = oldc.kill_clients(&settings.admin.user).await?;
-        oldc.exec("SET GLOBAL read_only=ON").await?;
+        // read_only first: other proxies' sessions (etcd) then see 1290 and hold
+        // their requests. A write still running holds `SET GLOBAL read_only=ON`
+        // back; if it has not gone through within REVOKE_PATIENCE, end the client
+        // statements (from a second connection) so it can.
+        let mut running = 0;
+        {
+            let set = oldc.exec("SET GLOBAL read_only=ON");
+            tokio::pin!(set);
+            tokio::select! {
+                r = &mut set => r?,
+                _ = tokio::time::sleep(REVOKE_PATIENCE) => {
+                    let mut killer = Server::connect(&old, &settings.admin).await?;
+                    running = killer.kill_clients(&settings.admin.user).await?;
+                    killer.close().await;
+                    set.await?;
+                }
+            }
+        }
         if !oldc.read_only().await? {
             return Err(crate::server::ServerError::Query { addr: old.clone(), why: "read_only did not stick".into() });
         }
@@ -332,7 +367,7 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
             run.step(
                 "revoke",
                 format!(
-                    "{running} client connection(s) (idle or running a statement) killed after the grace period; {old} read_only=ON; {killed} more killed; final position {pos}"
+                    "{old} read_only=ON ({running} client statement(s) still running after the grace period ended first); {killed} client connection(s) killed; final position {pos}"
                 ),
             );
             pos

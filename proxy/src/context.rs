@@ -177,6 +177,7 @@ struct Loaded {
 
 impl Loaded {
     fn from(config: &Config) -> Result<Loaded, String> {
+        config.check_secret_files()?;
         let mut users = HashMap::new();
         for u in &config.users {
             let credential = u.credential().map_err(|e| format!("user {:?}: {e}", u.name))?;
