@@ -34,18 +34,24 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     // Revoke the old primary if it still answers (a failover asked of a live primary).
     let mut short = settings.admin.clone();
     short.timeout = settings.health_timeout;
+    // Whether it was serving (writable) when revoked: only then may a refused
+    // failover give it back. A primary that came back read-only from a crash may
+    // lack acknowledged writes (crash recovery drops them); it stays revoked.
     let old_alive = match Server::connect(&old, &short).await {
         Ok(mut s) => {
             let r = async {
+                let was_writable = !s.read_only().await?;
                 s.exec("SET GLOBAL read_only=ON").await?;
-                s.kill_clients(&settings.admin.user).await
+                let k = s.kill_clients(&settings.admin.user).await?;
+                Ok::<_, crate::server::ServerError>((was_writable, k))
             }
             .await;
             s.close().await;
             match r {
-                Ok(k) => {
-                    run.step("revoke", format!("{old} answered: read_only=ON, {k} connection(s) killed"));
-                    true
+                Ok((was_writable, k)) => {
+                    let before = if was_writable { "was writable" } else { "was already read-only" };
+                    run.step("revoke", format!("{old} answered ({before}): read_only=ON, {k} connection(s) killed"));
+                    was_writable
                 }
                 Err(e) => {
                     run.step("revoke", format!("{old} could not be revoked ({e}); fencing it"));
@@ -125,7 +131,8 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
             .or_else(|| gtid::contains(wstate, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}"))),
     };
     if let Some(why) = refusal {
-        // Nothing promoted. Let the replicas reconnect; give the old primary back if it was alive.
+        // Nothing promoted. Let the replicas reconnect; give the old primary back if
+        // it was serving when revoked.
         for (_, s) in &mut replicas {
             let _ = s.exec("START SLAVE IO_THREAD").await;
         }

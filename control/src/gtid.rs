@@ -42,13 +42,41 @@ impl AckedGtids {
 /// missing even when `state` has higher sequence numbers from other servers.
 /// Returns the first missing GTID as the reason when it does not.
 pub fn contains(state: &str, other: &str) -> Result<(), String> {
-    let have: BTreeMap<(u32, u32), u64> = state.split(',').filter_map(|g| parse_gtid(g.trim())).map(|(d, s, n)| ((d, s), n)).collect();
+    let mut have: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for (d, s, n) in state.split(',').filter_map(|g| parse_gtid(g.trim())) {
+        let e = have.entry((d, s)).or_insert(n);
+        *e = (*e).max(n);
+    }
     for g in other.split(',').filter(|g| !g.trim().is_empty()) {
         let Some((d, s, n)) = parse_gtid(g.trim()) else { continue };
         match have.get(&(d, s)) {
             Some(&m) if m >= n => {}
             Some(&m) => return Err(format!("has {d}-{s}-{m}, lacks {d}-{s}-{n}")),
             None => return Err(format!("has nothing from server {s} in domain {d}, lacks {d}-{s}-{n}")),
+        }
+    }
+    Ok(())
+}
+
+/// Is a server (binlog state `state`, `@@server_id` = `own_id`) errant with
+/// respect to a primary that has `history` (its binlog state and gtid_slave_pos)?
+/// Errant: a transaction the primary lacks from a server whose stream the
+/// primary has further or has none of only because it is this server's own (a
+/// write made on it, or an old primary's last commit nobody received). A stream
+/// the primary has none of from a third server is taken as history the primary's
+/// binlog no longer keeps (`RESET MASTER` when it was rebuilt), not as errant.
+pub fn errant(history: &str, state: &str, own_id: Option<u32>) -> Result<(), String> {
+    let mut have: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for (d, s, n) in history.split(',').filter_map(|g| parse_gtid(g.trim())) {
+        let e = have.entry((d, s)).or_insert(n);
+        *e = (*e).max(n);
+    }
+    for (d, s, n) in state.split(',').filter_map(|g| parse_gtid(g.trim())) {
+        match have.get(&(d, s)) {
+            Some(&m) if m >= n => {}
+            Some(&m) => return Err(format!("has {d}-{s}-{m}, lacks {d}-{s}-{n}")),
+            None if Some(s) == own_id => return Err(format!("has nothing from server {s} (this server) in domain {d}, lacks {d}-{s}-{n}")),
+            None => {}
         }
     }
     Ok(())
@@ -91,5 +119,15 @@ mod tests {
         assert!(contains(state, "0-1-11").unwrap_err().contains("lacks 0-1-11"), "an errant transaction of the old primary");
         assert!(contains(state, "0-3-5").unwrap_err().contains("nothing from server 3"));
         assert!(contains("", "").is_ok());
+    }
+
+    #[test]
+    fn errant_tells_lost_history_from_a_servers_own_transactions() {
+        // The primary (server 3) was rebuilt: its binlog has nothing from server 1.
+        let primary = "0-3-500,0-2-400";
+        assert!(errant(primary, "0-1-100,0-2-400,0-3-499", Some(2)).is_ok(), "history the primary's binlog lost");
+        assert!(errant(primary, "0-2-401", Some(2)).unwrap_err().contains("lacks 0-2-401"), "a write made on server 2");
+        assert!(errant("0-3-500", "0-5-7", Some(5)).unwrap_err().contains("this server"), "a replica's own write");
+        assert!(errant(primary, "0-3-501", Some(2)).unwrap_err().contains("lacks 0-3-501"), "an old primary's last commit");
     }
 }

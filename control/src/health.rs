@@ -38,6 +38,12 @@ pub struct ServerHealth {
     pub source: Option<String>,
     pub gtid_binlog_pos: Option<String>,
     pub gtid_binlog_state: Option<String>,
+    /// `@@server_id`.
+    #[serde(skip)]
+    pub server_id: Option<u32>,
+    /// Binlog state merged with `gtid_slave_pos`: everything it has applied.
+    #[serde(skip)]
+    pub gtid_history: Option<String>,
     pub error: Option<String>,
 }
 
@@ -66,6 +72,8 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
                 source: None,
                 gtid_binlog_pos: None,
                 gtid_binlog_state: None,
+                gtid_history: None,
+                server_id: None,
                 error: Some(e.to_string()),
             }
         }
@@ -74,6 +82,8 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
             let repl = s.replication().await;
             let pos = s.gtid_binlog_pos().await;
             let state = s.gtid_binlog_state().await.ok();
+            let history = s.gtid_history().await.ok();
+            let server_id = s.scalar("SELECT @@server_id").await.ok().and_then(|v| v.parse().ok());
             s.close().await;
             match (ro, repl, pos) {
                 (Ok(ro), Ok(repl), Ok(pos)) => ServerHealth {
@@ -83,6 +93,8 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
                     source: repl.map(|r| r.source),
                     gtid_binlog_pos: Some(pos),
                     gtid_binlog_state: state,
+                    gtid_history: history,
+                    server_id,
                     error: None,
                 },
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
@@ -94,6 +106,8 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
                         source: None,
                         gtid_binlog_pos: None,
                         gtid_binlog_state: None,
+                        gtid_history: None,
+                        server_id: None,
                         error: Some(e.to_string()),
                     }
                 }
@@ -140,14 +154,14 @@ async fn reestablish(
         return Some(format!("{} is back read-only but errant: not re-established", p.addr));
     }
     let acked = cluster.acked.position();
-    let pstate = p.gtid_binlog_state.as_deref().unwrap_or_default();
+    let pstate = p.gtid_history.as_deref().or(p.gtid_binlog_state.as_deref()).unwrap_or_default();
     if let Err(why) = gtid::contains(pstate, &acked) {
         return Some(format!("{} is back read-only but lacks acknowledged writes ({why}): not re-established; fail over to a replica", p.addr));
     }
     // A replica ahead of it (a transaction the crash recovery dropped here, e.g.
     // with init_rpl_role=SLAVE) would diverge from it: a failover is the way then.
     for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
-        if let Err(why) = gtid::contains(pstate, s.gtid_binlog_state.as_deref().unwrap_or_default()) {
+        if let Err(why) = gtid::errant(pstate, s.gtid_binlog_state.as_deref().unwrap_or_default(), s.server_id) {
             return Some(format!("{} is back read-only but {} is ahead of it ({why}): not re-established; fail over to a replica", p.addr, s.addr));
         }
     }
@@ -254,11 +268,12 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
         // Fencing and rejoin, only while nothing else is moving the cluster.
         let p = primary.filter(|p| p.reachable && p.read_only == Some(false) && p.source.is_none());
         if let (Some(p), Phase::Idle) = (&p, cluster.gate.phase()) {
-            let pstate = p.gtid_binlog_state.clone().unwrap_or_default();
+            // What the primary has: its binlog state and what it applied as a replica.
+            let pstate = p.gtid_history.clone().or_else(|| p.gtid_binlog_state.clone()).unwrap_or_default();
             let suspects: Vec<&ServerHealth> = servers
                 .iter()
                 .filter(|s| s.reachable && s.addr != p.addr)
-                .filter(|s| gtid::contains(&pstate, s.gtid_binlog_state.as_deref().unwrap_or_default()).is_err())
+                .filter(|s| gtid::errant(&pstate, s.gtid_binlog_state.as_deref().unwrap_or_default(), s.server_id).is_err())
                 .collect();
             // The checks ran in parallel: a replica read after the primary may hold
             // transactions the primary wrote in between. Re-read the primary now;
@@ -266,11 +281,13 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
             if suspects.is_empty() {
                 errant = Some(Vec::new());
             } else if let Ok(mut c) = Server::connect(&p.addr, &login).await {
-                if let Ok(fresh) = c.gtid_binlog_state().await {
+                if let Ok(fresh) = c.gtid_history().await {
                     let found = suspects
                         .iter()
                         .filter_map(|s| {
-                            gtid::contains(&fresh, s.gtid_binlog_state.as_deref().unwrap_or_default()).err().map(|why| format!("{}: {why}", s.addr))
+                            gtid::errant(&fresh, s.gtid_binlog_state.as_deref().unwrap_or_default(), s.server_id)
+                                .err()
+                                .map(|why| format!("{}: {why}", s.addr))
                         })
                         .collect();
                     errant = Some(found);

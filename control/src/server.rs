@@ -121,6 +121,13 @@ impl Server {
         self.scalar("SELECT @@GLOBAL.gtid_binlog_state").await
     }
 
+    /// Every GTID this server has: its binlog state merged with `gtid_slave_pos`
+    /// (a server whose binlog was reset, `RESET MASTER` when it was rebuilt as a
+    /// replica, keeps what it applied only there).
+    pub async fn gtid_history(&mut self) -> Result<String, ServerError> {
+        self.scalar("SELECT CONCAT_WS(',', NULLIF(@@GLOBAL.gtid_binlog_state, ''), NULLIF(@@GLOBAL.gtid_slave_pos, ''))").await
+    }
+
     pub async fn gtid_current_pos(&mut self) -> Result<String, ServerError> {
         self.scalar("SELECT @@GLOBAL.gtid_current_pos").await
     }
