@@ -14,6 +14,20 @@ const AUTO: &str = "[buffer]\nwindow_ms = 30000\nmax_failover_duration_ms = 6000
                     [reparent]\ncheck_interval_ms = 20\ncatchup_timeout_ms = 5000\n\
                     [health]\ninterval_ms = 300\ntimeout_ms = 700\nfailure_threshold = 3\n";
 
+/// baton in front of the reparent cluster, durability none, `auto_failover` as given.
+async fn start(info: &baton_testkit::ClusterInfo, primary: &str, auto_failover: bool) -> (baton::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{AUTO}\
+         [[users]]\nname = \"app\"\npassword = \"app\"\n\
+         [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\nadmin_user = \"admin\"\nadmin_password = \"admin\"\n\
+         repl_password = \"repl\"\ndurability = \"none\"\nauto_failover = {auto_failover}\n",
+        dir.path().join("topology.json").display().to_string()
+    );
+    (baton::start(baton_control::Config::parse(&text).unwrap()).await.unwrap(), dir)
+}
+
 async fn status(running: &baton::Running) -> serde_json::Value {
     let (code, body) = http(running.admin_addr, "GET", "/api/v1/clusters/main", None, "").await;
     assert_eq!(code, 200);
@@ -25,16 +39,7 @@ async fn an_errant_replica_is_reported_and_left_out_of_the_failover() {
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let dir = tempfile::tempdir().unwrap();
-    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{AUTO}\
-         [[users]]\nname = \"app\"\npassword = \"app\"\n\
-         [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\nadmin_user = \"admin\"\nadmin_password = \"admin\"\n\
-         repl_password = \"repl\"\ndurability = \"none\"\nauto_failover = true\n",
-        dir.path().join("topology.json").display().to_string()
-    );
-    let running = baton::start(baton_control::Config::parse(&text).unwrap()).await.unwrap();
+    let (running, _dir) = start(&info, &primary, true).await;
     let port = running.mysql_addr.port();
     let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
     c.query_drop("DROP TABLE IF EXISTS errant_rows; CREATE TABLE errant_rows (id INT PRIMARY KEY, v VARCHAR(20))").await.unwrap();
@@ -116,16 +121,7 @@ async fn a_primary_that_comes_back_is_re_established_when_nothing_else_was_promo
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let dir = tempfile::tempdir().unwrap();
-    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{AUTO}\
-         [[users]]\nname = \"app\"\npassword = \"app\"\n\
-         [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\nadmin_user = \"admin\"\nadmin_password = \"admin\"\n\
-         repl_password = \"repl\"\ndurability = \"none\"\nauto_failover = false\n",
-        dir.path().join("topology.json").display().to_string()
-    );
-    let running = baton::start(baton_control::Config::parse(&text).unwrap()).await.unwrap();
+    let (running, _dir) = start(&info, &primary, false).await;
     let port = running.mysql_addr.port();
     let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
     c.query_drop("DROP TABLE IF EXISTS back_rows; CREATE TABLE back_rows (id INT PRIMARY KEY)").await.unwrap();
