@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_control::server::{AdminLogin, Server};
+use baton_control::server::{AdminLogin, MariaDb, ServerSql};
 use baton_testkit::Cluster;
 use mysql_async::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,17 +100,17 @@ async fn post(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -
 /// The same switchover by hand (what an operator's script would do).
 async fn manual_switchover(old: &str, new: &str, all: &[String]) {
     let login = AdminLogin { user: "admin".into(), password: "admin".into(), timeout: Duration::from_secs(5), tls: None };
-    let mut o = Server::connect(old, &login).await.unwrap();
+    let mut o = MariaDb::connect(old, &login).await.unwrap();
     o.exec("SET GLOBAL read_only=ON").await.unwrap();
     let pos = o.gtid_binlog_pos().await.unwrap();
-    let mut n = Server::connect(new, &login).await.unwrap();
+    let mut n = MariaDb::connect(new, &login).await.unwrap();
     n.wait_for_gtid(&pos, Duration::from_secs(30)).await.unwrap();
     n.exec("STOP SLAVE").await.unwrap();
     n.exec("RESET SLAVE ALL").await.unwrap();
     n.exec("SET GLOBAL read_only=OFF").await.unwrap();
     o.replicate_from(new, "repl", "repl", true).await.unwrap();
     for s in all.iter().filter(|s| **s != old && **s != new) {
-        let mut c = Server::connect(s, &login).await.unwrap();
+        let mut c = MariaDb::connect(s, &login).await.unwrap();
         c.replicate_from(new, "repl", "repl", false).await.unwrap();
     }
 }

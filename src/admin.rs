@@ -9,6 +9,7 @@
 //! | `GET /api/v1/clusters`, `GET /api/v1/clusters/{name}` | status: primary, term, servers, buffer, conditions |
 //! | `POST /api/v1/clusters/{name}/reparent` | planned reparent, body `{"to": "host:port"}` optional |
 //! | `POST /api/v1/clusters/{name}/failover` | emergency reparent (409 with the reason when refused, e.g. split brain) |
+//! | `POST /api/v1/clusters/{name}/cancel` | cancel the reparent or failover in progress: 202, it undoes at its next step; 409 `too_late` once it published the new primary, 409 `not_running` |
 //! | `POST /api/v1/config/reload` | re-read and apply the config file |
 //! | `GET /api/v1/topology` | the topology store; on etcd: degraded or not, orchestrator, live proxies |
 //!
@@ -30,7 +31,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use baton_control::cluster::Registry;
 use baton_control::reparent::{self, ReparentError};
-use baton_control::server::Server;
+use baton_control::run::Outcome;
+
 use baton_control::Store;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -131,7 +133,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         match topo.cluster(name) {
             None => problems.push(format!("{name}: no topology record")),
             Some(r) => {
-                if let Err(e) = Server::connect(&r.primary, &handle.settings().admin).await {
+                if let Err(e) = handle.connect(&r.primary).await {
                     problems.push(format!("{name}: primary {e}"));
                 }
             }
@@ -203,7 +205,7 @@ async fn do_reparent(State(state): State<AdminState>, Path(name): Path<String>, 
         match &result {
             Ok(r) => {
                 let steps: Vec<(String, u64)> = r.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
-                metrics.reparent(&cluster, r.outcome, &steps);
+                metrics.reparent(&cluster, r.outcome.name(), &steps);
             }
             Err(ReparentError::AlreadyRunning(_)) => {}
             Err(_) => metrics.reparent(&cluster, "refused", &[]),
@@ -240,7 +242,7 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>, hea
         let result = baton_control::failover::emergency(&handle, &store, "requested through the admin API").await;
         if let Ok(report) = &result {
             let steps: Vec<(String, u64)> = report.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
-            metrics.failover(&cluster, report.outcome, &steps);
+            metrics.failover(&cluster, report.outcome.name(), &steps);
         }
         result
     });
@@ -250,14 +252,37 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>, hea
     match result {
         Ok(report) => {
             let status = match report.outcome {
-                "ok" => StatusCode::OK,
-                "refused" => StatusCode::CONFLICT,
+                Outcome::Ok => StatusCode::OK,
+                Outcome::Refused => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (status, Json(report)).into_response()
         }
         Err(ReparentError::AlreadyRunning(c)) => error(StatusCode::CONFLICT, "conflict", format!("a reparent of cluster {c} is already running")),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+    }
+}
+
+/// Ask the reparent or failover in progress to stop and undo (only before its
+/// publish step; after it the new primary is established and it runs to its end).
+async fn cancel(State(state): State<AdminState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
+    let Some(handle) = state.clusters.get(&name).cloned() else {
+        return error(StatusCode::NOT_FOUND, "not_found", format!("unknown cluster {name:?}"));
+    };
+    if let Some(r) = coordinate(&state, &headers, &format!("/api/v1/clusters/{name}/cancel"), b"").await {
+        return r;
+    }
+    match handle.cancel.request(&name) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"cancel": "requested", "detail": format!("the procedure undoes at its next step; follow it with GET /api/v1/clusters/{name}")})),
+        )
+            .into_response(),
+        Err(e @ ReparentError::TooLate(..)) => error(StatusCode::CONFLICT, "too_late", e.to_string()),
+        Err(e) => error(StatusCode::CONFLICT, "not_running", e.to_string()),
     }
 }
 
@@ -285,6 +310,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/clusters/{name}", get(cluster_status))
         .route("/api/v1/clusters/{name}/reparent", post(do_reparent))
         .route("/api/v1/clusters/{name}/failover", post(failover))
+        .route("/api/v1/clusters/{name}/cancel", post(cancel))
         .route("/api/v1/config/reload", post(reload))
         .with_state(state)
 }

@@ -29,7 +29,7 @@ pub struct CtlArgs {
     pub cmd: CtlCmd,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum CtlCmd {
     /// Every cluster: primary, term, buffer, conditions, servers.
     Status,
@@ -41,8 +41,11 @@ pub enum CtlCmd {
         #[arg(long)]
         to: Option<String>,
     },
-    /// An emergency failover.
+    /// An emergency failover; prints each step as it completes.
     Failover { cluster: String },
+    /// Cancel the reparent or failover in progress (it undoes at its next step;
+    /// refused once the new primary is published).
+    Cancel { cluster: String },
     /// Re-read and apply baton's config file.
     Reload,
     /// The topology store: on etcd, degraded or not, the orchestrator, the live proxies.
@@ -159,7 +162,7 @@ pub fn run(args: CtlArgs) -> i32 {
             Err(3)
         }
     };
-    match args.cmd {
+    match args.cmd.clone() {
         CtlCmd::Topology => {
             let r = match reply(request(&args.admin, "GET", "/api/v1/topology", token, "")) {
                 Ok(r) => r,
@@ -234,65 +237,18 @@ pub fn run(args: CtlArgs) -> i32 {
         }
         CtlCmd::Reparent { cluster, to } => {
             let body = to.map(|t| serde_json::json!({"to": t}).to_string()).unwrap_or_default();
-            let (admin, path, tok) = (args.admin.clone(), format!("/api/v1/clusters/{cluster}/reparent"), token.map(str::to_string));
-            let worker = std::thread::spawn(move || request(&admin, "POST", &path, tok.as_deref(), &body));
-            // Progress: poll the cluster's last reparent while the request runs.
-            let mut shown = 0usize;
-            let show = |steps: &[Value], shown: &mut usize| {
-                for s in steps.iter().skip(*shown) {
-                    println!("  {:<9} {:>6} ms  {}", s["step"].as_str().unwrap_or(""), s["ms"], s["detail"].as_str().unwrap_or(""));
-                }
-                *shown = steps.len().max(*shown);
-            };
-            if !args.json {
-                println!("reparent of {cluster}:");
-            }
-            while !worker.is_finished() {
-                std::thread::sleep(Duration::from_millis(150));
-                if args.json {
-                    continue;
-                }
-                if let Ok(r) = request(&args.admin, "GET", &format!("/api/v1/clusters/{cluster}"), token, "") {
-                    let lr = &r.body["last_reparent"];
-                    if lr["outcome"] == "running" {
-                        show(lr["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]), &mut shown);
-                    }
-                }
-            }
-            let r = match reply(worker.join().unwrap_or_else(|_| Err("request thread failed".into()))) {
-                Ok(r) => r,
-                Err(c) => return c,
-            };
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&r.body).unwrap_or_default());
-                return exit_for(r.status);
-            }
-            if r.body.get("steps").is_none() {
-                print_error(&r);
-                return exit_for(r.status);
-            }
-            show(r.body["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]), &mut shown);
-            println!(
-                "outcome: {} ({} -> {}, term {}, {} ms, {} request(s) held){}",
-                r.body["outcome"].as_str().unwrap_or("?"),
-                r.body["from"].as_str().unwrap_or("?"),
-                r.body["to"].as_str().unwrap_or("?"),
-                r.body["term"],
-                r.body["total_ms"],
-                r.body["buffered"],
-                r.body["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default()
-            );
-            exit_for(r.status)
+            watch_procedure(&args, token, "reparent", &cluster, &body)
         }
-        CtlCmd::Failover { cluster } => {
-            let r = match reply(request(&args.admin, "POST", &format!("/api/v1/clusters/{cluster}/failover"), token, "")) {
+        CtlCmd::Failover { cluster } => watch_procedure(&args, token, "failover", &cluster, ""),
+        CtlCmd::Cancel { cluster } => {
+            let r = match reply(request(&args.admin, "POST", &format!("/api/v1/clusters/{cluster}/cancel"), token, "")) {
                 Ok(r) => r,
                 Err(c) => return c,
             };
-            if r.status != 200 {
+            if r.status != 202 {
                 print_error(&r);
             } else {
-                println!("{}", serde_json::to_string_pretty(&r.body).unwrap_or_default());
+                println!("cancel requested: the procedure undoes at its next step; follow it with `baton ctl status`");
             }
             exit_for(r.status)
         }
@@ -311,4 +267,85 @@ pub fn run(args: CtlArgs) -> i32 {
             exit_for(r.status)
         }
     }
+}
+
+/// Set by SIGINT while a procedure is watched: the procedure goes on in baton.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Start a reparent or failover (`POST /api/v1/clusters/{cluster}/{kind}`) and
+/// print each step as it completes. The procedure is baton's own task: Ctrl-C
+/// or a lost connection only stops watching, and says so ("still running",
+/// how to follow and how to cancel it; exit code 5).
+fn watch_procedure(args: &CtlArgs, token: Option<&str>, kind: &str, cluster: &str, body: &str) -> i32 {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+    let (admin, path, tok, body) = (args.admin.clone(), format!("/api/v1/clusters/{cluster}/{kind}"), token.map(str::to_string), body.to_string());
+    let worker = std::thread::spawn(move || request(&admin, "POST", &path, tok.as_deref(), &body));
+    let mut shown = 0usize;
+    let show = |steps: &[Value], shown: &mut usize| {
+        for s in steps.iter().skip(*shown) {
+            println!("  {:<11} {:>6} ms  {}", s["step"].as_str().unwrap_or(""), s["ms"], s["detail"].as_str().unwrap_or(""));
+        }
+        *shown = steps.len().max(*shown);
+    };
+    let still_running = || {
+        eprintln!(
+            "baton ctl: stopped watching; the {kind} of {cluster} is still running as baton's own task.\n  follow it: baton ctl status (or GET /api/v1/clusters/{cluster}, field last_reparent)\n  cancel it: baton ctl cancel {cluster} (undoes it if it has not published the new primary yet)"
+        );
+        5
+    };
+    if !args.json {
+        println!("{kind} of {cluster}:");
+    }
+    while !worker.is_finished() {
+        std::thread::sleep(Duration::from_millis(150));
+        if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            return still_running();
+        }
+        if args.json {
+            continue;
+        }
+        if let Ok(r) = request(&args.admin, "GET", &format!("/api/v1/clusters/{cluster}"), token, "") {
+            let lr = &r.body["last_reparent"];
+            if lr["outcome"] == "running" {
+                show(lr["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]), &mut shown);
+            }
+        }
+    }
+    let r = match worker.join().unwrap_or_else(|_| Err("request thread failed".into())) {
+        Ok(r) => r,
+        Err(e) => {
+            // The request failed (connection lost, timeout): the procedure may run on.
+            eprintln!("baton ctl: {e}");
+            let running = request(&args.admin, "GET", &format!("/api/v1/clusters/{cluster}"), token, "")
+                .is_ok_and(|r| r.body["last_reparent"]["outcome"] == "running");
+            return if running { still_running() } else { 3 };
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r.body).unwrap_or_default());
+        return exit_for(r.status);
+    }
+    if r.body.get("steps").is_none() {
+        print_error(&r);
+        return exit_for(r.status);
+    }
+    show(r.body["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]), &mut shown);
+    println!(
+        "outcome: {} ({} -> {}, term {}, {} ms, {} request(s) held){}",
+        r.body["outcome"].as_str().unwrap_or("?"),
+        r.body["from"].as_str().unwrap_or("?"),
+        r.body["to"].as_str().unwrap_or("?"),
+        r.body["term"],
+        r.body["total_ms"],
+        r.body["buffered"],
+        r.body["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default()
+    );
+    exit_for(r.status)
 }

@@ -44,14 +44,14 @@ pub struct Running {
 /// `backend_password_file` on its cluster's seed primary. One line per login:
 /// what, and Ok or why not.
 pub async fn probe(config: &Config) -> Vec<(String, Result<(), String>)> {
-    use baton_control::server::{AdminLogin, Server};
+    use baton_control::server::{AdminLogin, Connect, MariaDbConnect};
     let mut out = Vec::new();
     for c in &config.clusters {
         let settings = baton_control::cluster::cluster_settings(config, c);
         let repl = AdminLogin { user: settings.repl_user.clone(), password: settings.repl_password.clone(), ..settings.admin.clone() };
         for addr in &c.servers {
             for (role, login) in [("admin", &settings.admin), ("replication", &repl)] {
-                let r = match Server::connect(addr, login).await {
+                let r = match MariaDbConnect.connect(addr, login).await {
                     Ok(s) => {
                         s.close().await;
                         Ok(())
@@ -69,7 +69,7 @@ pub async fn probe(config: &Config) -> Vec<(String, Result<(), String>)> {
         let Some(c) = config.clusters.iter().find(|c| c.name == config.cluster_of(u)) else { continue };
         let settings = baton_control::cluster::cluster_settings(config, c);
         let login = AdminLogin { user: u.name.clone(), password, ..settings.admin.clone() };
-        let r = match Server::connect(&c.primary, &login).await {
+        let r = match MariaDbConnect.connect(&c.primary, &login).await {
             Ok(s) => {
                 s.close().await;
                 Ok(())

@@ -4,14 +4,14 @@
 
 use baton_control::cluster::ClusterHandle;
 use baton_control::gate::Phase;
-use baton_control::server::Server;
+use baton_control::server::{Connect, MariaDbConnect};
 use baton_control::Topology;
 use serde_json::{json, Value};
 
 /// Probe one server (bounded by the admin timeout).
 async fn probe(addr: String, primary: String, login: baton_control::server::AdminLogin) -> Value {
     let role = if addr == primary { "primary" } else { "replica" };
-    match Server::connect(&addr, &login).await {
+    match MariaDbConnect.connect(&addr, &login).await {
         Err(e) => json!({"addr": addr, "role": role, "reachable": false, "error": e.to_string()}),
         Ok(mut s) => {
             let read_only = s.read_only().await.ok();

@@ -387,7 +387,7 @@ async fn gate_active_leaks_when_a_granted_waiter_is_dropped() {
     // Poll once: queued.
     assert!(futures_poll_once(fut.as_mut()).await.is_none());
     assert_eq!(gate.status().queued, 1);
-    assert!(gate.release(ep));
+    assert!(gate.release(ep, baton_control::gate::Release::ConditionsHold));
     // Let drain() run and hand the permit over.
     for _ in 0..10 {
         tokio::task::yield_now().await;

@@ -13,7 +13,7 @@ use crate::conditions::ConditionsReport;
 use crate::config::{ClusterConfig, Config};
 use crate::gate::{BufferLimits, Gate};
 use crate::gtid::AckedGtids;
-use crate::server::AdminLogin;
+use crate::server::{AdminLogin, Connect, MariaDbConnect, Server, ServerError};
 
 /// Per-cluster settings from config (swappable on reload).
 #[derive(Debug, Clone)]
@@ -50,6 +50,11 @@ pub struct ClusterHandle {
     pub last_reparent: std::sync::Mutex<Option<crate::reparent::ReparentReport>>,
     /// The health monitor's latest view of every server.
     pub health: std::sync::Mutex<crate::health::HealthReport>,
+    /// How the control plane reaches this cluster's servers (the seam: MariaDB in
+    /// production, an in-memory cluster in unit tests).
+    pub sql: Arc<dyn Connect>,
+    /// The operator's cancel switch for the reparent or failover in progress.
+    pub cancel: crate::run::CancelSwitch,
 }
 
 /// All clusters by name.
@@ -114,26 +119,36 @@ impl ClusterHandle {
     pub fn set_settings(&self, s: ClusterSettings) {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
+
+    /// A control-plane connection to `addr` with the cluster's admin login.
+    pub async fn connect(&self, addr: &str) -> Result<Server, ServerError> {
+        self.sql.connect(addr, &self.settings().admin).await
+    }
+
+    /// Like [`ClusterHandle::connect`] with another login (a shorter timeout).
+    pub async fn connect_with(&self, addr: &str, login: &AdminLogin) -> Result<Server, ServerError> {
+        self.sql.connect(addr, login).await
+    }
+
+    /// One cluster's handle with `sql` behind the seam (unit tests pass a fake).
+    pub fn new(config: &Config, c: &ClusterConfig, sql: Arc<dyn Connect>) -> ClusterHandle {
+        let (tx, _) = watch::channel(ConditionsReport::default());
+        ClusterHandle {
+            name: c.name.clone(),
+            gate: Gate::new(buffer_limits(config)),
+            acked: AckedGtids::default(),
+            conditions: tx,
+            settings: RwLock::new(cluster_settings(config, c)),
+            reparent_lock: Mutex::new(()),
+            last_reparent: std::sync::Mutex::new(None),
+            health: std::sync::Mutex::new(Default::default()),
+            sql,
+            cancel: Default::default(),
+        }
+    }
 }
 
 /// Build the registry from a validated config.
 pub fn registry(config: &Config) -> Registry {
-    config
-        .clusters
-        .iter()
-        .map(|c| {
-            let (tx, _) = watch::channel(ConditionsReport::default());
-            let h = ClusterHandle {
-                name: c.name.clone(),
-                gate: Gate::new(buffer_limits(config)),
-                acked: AckedGtids::default(),
-                conditions: tx,
-                settings: RwLock::new(cluster_settings(config, c)),
-                reparent_lock: Mutex::new(()),
-                last_reparent: std::sync::Mutex::new(None),
-                health: std::sync::Mutex::new(Default::default()),
-            };
-            (c.name.clone(), Arc::new(h))
-        })
-        .collect()
+    config.clusters.iter().map(|c| (c.name.clone(), Arc::new(ClusterHandle::new(config, c, Arc::new(MariaDbConnect))))).collect()
 }

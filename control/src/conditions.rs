@@ -15,7 +15,6 @@ use serde::Serialize;
 use crate::cluster::ClusterHandle;
 use crate::gate::GateStatus;
 use crate::gtid;
-use crate::server::Server;
 use crate::topology::Topology;
 
 /// One condition's latest evaluation.
@@ -72,7 +71,7 @@ pub async fn evaluate(cluster: &ClusterHandle, topo: &Topology, gate: &GateStatu
         // back from a crash ([`crate::health`]); the old term ended with its restart.
         cond("C1", "revoked", true, format!("{old} re-established at term {term}: the old term ended with its restart"))
     } else {
-        match Server::connect(&old, &settings.admin).await {
+        match cluster.connect(&old).await {
             Ok(mut s) => {
                 let r = match s.read_only().await {
                     Ok(true) => cond("C1", "revoked", true, format!("{old} is read_only=ON")),
@@ -87,7 +86,7 @@ pub async fn evaluate(cluster: &ClusterHandle, topo: &Topology, gate: &GateStatu
                 // (so it cannot gather semi-sync acks or feed anyone).
                 let mut feeding = Vec::new();
                 for addr in settings.servers.iter().filter(|s| **s != old) {
-                    if let Ok(mut s) = Server::connect(addr, &settings.admin).await {
+                    if let Ok(mut s) = cluster.connect(addr).await {
                         if let Ok(Some(r)) = s.replication().await {
                             if r.source == old && r.io_running {
                                 feeding.push(addr.clone());
@@ -105,7 +104,7 @@ pub async fn evaluate(cluster: &ClusterHandle, topo: &Topology, gate: &GateStatu
         }
     };
 
-    let (c3, c4, c5) = match Server::connect(&new_primary, &settings.admin).await {
+    let (c3, c4, c5) = match cluster.connect(&new_primary).await {
         Err(e) => {
             let why = e.to_string();
             (cond("C3", "writable", false, why.clone()), cond("C4", "caught_up", false, why.clone()), cond("C5", "durable", false, why))
@@ -126,7 +125,7 @@ pub async fn evaluate(cluster: &ClusterHandle, topo: &Topology, gate: &GateStatu
                 Err(e) => cond("C4", "caught_up", false, e.to_string()),
             };
             let c5 = if settings.durability == "semi_sync" {
-                let enabled = s.scalar("SELECT @@GLOBAL.rpl_semi_sync_master_enabled").await;
+                let enabled = s.variable("rpl_semi_sync_master_enabled").await;
                 let clients = s.status_u64("Rpl_semi_sync_master_clients").await;
                 match (enabled, clients) {
                     (Ok(e), Ok(n)) if e == "1" && n >= 1 => cond("C5", "durable", true, format!("semi_sync: {n} semi-sync replica(s) connected")),

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 
 use crate::cluster::ClusterHandle;
+use crate::establish::establish;
+use crate::gate::Release;
 use crate::gtid;
-use crate::reparent::{verify, ReparentError, ReparentReport, Run};
-use crate::server::Server;
+use crate::run::{Outcome, ReparentError, ReparentReport, Run, Step};
 use crate::store::Store;
-use crate::topology::ClusterRecord;
 
 /// Run an emergency reparent of `cluster`. `trigger` says why (operator, health checks).
 pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &str) -> Result<ReparentReport, ReparentError> {
@@ -24,12 +24,11 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     let topo = store.current();
     let record = topo.cluster(&cluster.name).cloned().ok_or_else(|| ReparentError::NoRecord(cluster.name.clone()))?;
     let old = record.primary.clone();
-    let buffered_before = cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed);
     let mut run = Run::new(cluster, &old, "", record.term);
     let Some(episode) = cluster.gate.begin(record.term, &old, &format!("failover ({trigger})"), true) else {
         unreachable!("planned episodes are never skipped")
     };
-    run.step("announce", format!("buffering at term {} (episode {episode}): {trigger}", record.term));
+    run.step(Step::Announce, format!("buffering at term {} (episode {episode}): {trigger}", record.term));
 
     // Revoke the old primary if it still answers (a failover asked of a live primary).
     let mut short = settings.admin.clone();
@@ -37,11 +36,11 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     // Whether it was serving (writable) when revoked: only then may a refused
     // failover give it back. A primary that came back read-only from a crash may
     // lack acknowledged writes (crash recovery drops them); it stays revoked.
-    let old_alive = match Server::connect(&old, &short).await {
+    let old_alive = match cluster.connect_with(&old, &short).await {
         Ok(mut s) => {
             let r = async {
                 let was_writable = !s.read_only().await?;
-                s.exec("SET GLOBAL read_only=ON").await?;
+                s.set_read_only(true).await?;
                 let k = s.kill_clients(&settings.admin.user).await?;
                 Ok::<_, crate::server::ServerError>((was_writable, k))
             }
@@ -50,17 +49,17 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
             match r {
                 Ok((was_writable, k)) => {
                     let before = if was_writable { "was writable" } else { "was already read-only" };
-                    run.step("revoke", format!("{old} answered ({before}): read_only=ON, {k} connection(s) killed"));
+                    run.step(Step::Revoke, format!("{old} answered ({before}): read_only=ON, {k} connection(s) killed"));
                     was_writable
                 }
                 Err(e) => {
-                    run.step("revoke", format!("{old} could not be revoked ({e}); fencing it"));
+                    run.step(Step::Revoke, format!("{old} could not be revoked ({e}); fencing it"));
                     false
                 }
             }
         }
         Err(e) => {
-            run.step("revoke", format!("{e}; fencing it"));
+            run.step(Step::Revoke, format!("{e}; fencing it"));
             false
         }
     };
@@ -70,14 +69,14 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     // stops only when that read gives up.
     let mut set = tokio::task::JoinSet::new();
     for addr in settings.servers.iter().filter(|s| **s != old) {
-        let (addr, login, patience) = (addr.clone(), settings.admin.clone(), settings.catchup_timeout);
+        let (addr, login, patience, sql) = (addr.clone(), settings.admin.clone(), settings.catchup_timeout, cluster.sql.clone());
         set.spawn(async move {
-            let mut s = Server::connect(&addr, &login).await?;
-            s.exec_within("STOP SLAVE IO_THREAD", patience).await?;
+            let mut s = sql.connect(&addr, &login).await?;
+            s.stop_io_thread(patience).await?;
             Ok::<_, crate::server::ServerError>((addr, s))
         });
     }
-    let mut replicas: Vec<(String, Server)> = Vec::new();
+    let mut replicas: Vec<(String, crate::server::Server)> = Vec::new();
     let mut notes = Vec::new();
     for r in set.join_all().await {
         match r {
@@ -87,7 +86,7 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     }
     replicas.sort_by(|a, b| a.0.cmp(&b.0));
     run.step(
-        "fence",
+        Step::Fence,
         format!(
             "IO threads stopped on {} replica(s){}",
             replicas.len(),
@@ -104,7 +103,7 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
         let state = s.gtid_binlog_state().await.unwrap_or_default();
         positions.push((addr.clone(), pos, state));
     }
-    run.step("apply_relay", positions.iter().map(|(a, p, _)| format!("{a} at {p:?}")).collect::<Vec<_>>().join(", "));
+    run.step(Step::ApplyRelay, positions.iter().map(|(a, p, _)| format!("{a} at {p:?}")).collect::<Vec<_>>().join(", "));
 
     // Errant servers (history not contained in the old primary's, as the health
     // monitor last saw it) are neither candidates nor compared: their extra
@@ -114,13 +113,13 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
         positions.iter().filter(|(a, _, _)| errant.iter().any(|e| crate::health::errant_addr(e) == a)).map(|(a, _, _)| a.clone()).collect();
     if !excluded.is_empty() {
         positions.retain(|(a, _, _)| !excluded.contains(a));
-        run.step("exclude", format!("errant, left out of the election: {}", errant.join("; ")));
+        run.step(Step::Exclude, format!("errant, left out of the election: {}", errant.join("; ")));
     }
 
     // Elect.
     let acked = cluster.acked.position();
     let winner = positions.iter().max_by_key(|(_, p, _)| gtid::advance(p)).cloned();
-    let refusal = match &winner {
+    let mut refusal = match &winner {
         None => Some("no reachable replica to promote".to_string()),
         Some((w, _, wstate)) => positions
             .iter()
@@ -130,59 +129,57 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
             })
             .or_else(|| gtid::contains(wstate, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}"))),
     };
+    let cancelled = refusal.is_none() && run.cancel_requested();
+    if cancelled {
+        refusal = Some("cancelled by an operator".to_string());
+    }
     if let Some(why) = refusal {
         // Nothing promoted. Let the replicas reconnect; give the old primary back if
         // it was serving when revoked.
         for (_, s) in &mut replicas {
-            let _ = s.exec("START SLAVE IO_THREAD").await;
+            let _ = s.start_io_thread().await;
         }
+        let mut given_back = false;
         if old_alive {
-            if let Ok(mut s) = Server::connect(&old, &short).await {
-                let _ = s.exec("SET GLOBAL read_only=OFF").await;
+            if let Ok(mut s) = cluster.connect_with(&old, &short).await {
+                given_back = s.set_read_only(false).await.is_ok();
+                s.close().await;
             }
-            cluster.gate.release(episode);
+            if given_back {
+                cluster.gate.release(episode, Release::Refused);
+            }
         }
-        run.step("elect", format!("refused: {why}"));
+        let back = if given_back { format!("; {old} writable again, held requests released to it") } else { String::new() };
+        run.step(Step::Elect, format!("refused: {why}{back}"));
         for (_, s) in replicas {
             s.close().await;
         }
-        return Ok(run.finish("refused", Some(why), buffered_before));
+        let outcome = if cancelled { Outcome::Undone } else { Outcome::Refused };
+        return Ok(run.finish(outcome, Some(why)));
     }
     let (winner, wpos, _) = winner.expect("checked");
     run.report.to = winner.clone();
-    run.step("elect", format!("{winner} at {wpos:?} contains every other replica and every acknowledged write"));
+    run.step(Step::Elect, format!("{winner} at {wpos:?} contains every other replica and every acknowledged write"));
 
-    // Promote, publish, repoint.
-    let term = record.term + 1;
-    let promoted = async {
-        let (_, s) = replicas.iter_mut().find(|(a, _)| *a == winner).expect("winner is a replica");
-        s.exec("STOP SLAVE").await?;
-        s.exec("RESET SLAVE ALL").await?;
-        s.exec("SET GLOBAL read_only=OFF").await
-    }
-    .await;
-    if let Err(e) = promoted {
-        let err = format!("promote failed: {e}");
-        run.step("promote", err.clone());
-        return Ok(run.finish("held", Some(err), buffered_before));
-    }
-    run.step("promote", format!("{winner} is writable and not replicating"));
-    if let Err(e) = store.put_cluster(&cluster.name, ClusterRecord { primary: winner.clone(), term, servers: record.servers.clone() }).await {
-        let err = format!("publishing the new primary failed: {e}");
-        run.step("publish", err.clone());
-        return Ok(run.finish("held", Some(err), buffered_before));
-    }
-    run.report.term = term;
-    run.step("publish", format!("topology names {winner} at term {term}"));
-    let targets = replicas.iter_mut().filter(|(a, _)| *a != winner).map(|(a, s)| (a.clone(), s, false)).collect();
-    crate::reparent::repoint(&mut run, &winner, targets, Vec::new()).await;
+    // The shared tail: promote, publish, repoint, verify. A failure before publish
+    // holds (the old primary is revoked or fenced; it is not given back).
+    let Some(i) = replicas.iter().position(|(a, _)| *a == winner) else { unreachable!("the winner is a replica") };
+    let (_, mut new) = replicas.remove(i);
+    let targets = replicas.iter_mut().map(|(a, s)| (a.clone(), s, false)).collect();
+    let outcome = establish(&mut run, store, episode, &record, (&winner, &mut new), targets, Vec::new()).await;
+    new.close().await;
     for (_, s) in replicas {
         s.close().await;
     }
-    if verify(&mut run, episode).await {
-        Ok(run.finish("ok", None, buffered_before))
-    } else {
-        let err = run.report.error.clone();
-        Ok(run.finish("held", err, buffered_before))
-    }
+    Ok(match outcome {
+        Ok(Outcome::Ok) => run.finish(Outcome::Ok, None),
+        Ok(o) => {
+            let err = run.report.error.clone();
+            run.finish(o, err)
+        }
+        Err(f) => {
+            let err = f.message();
+            run.finish(Outcome::Held, Some(err))
+        }
+    })
 }

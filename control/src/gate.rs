@@ -3,11 +3,19 @@
 //!
 //! Phases: `Idle` (pass) -> `Buffering` (hold, FIFO, bounded) -> `Draining`
 //! (release the held requests in order, `drain_concurrency` at a time) -> `Idle`.
-//! The gate never decides on its own that a new primary is ready: the
-//! [`crate::supervisor`] checks every leadership condition and calls
-//! [`Gate::release`]; the reparent orchestrator may release to the old primary
-//! after an undo. Requests evicted (buffer full, window expired, max failover
-//! duration) get an error and are never executed later.
+//! The gate never decides on its own that a new primary is ready:
+//! [`Gate::release`] is the one way to release, and it takes a typed
+//! [`Release`] cause: the [`crate::supervisor`] when every leadership condition
+//! holds, or when a suspicion did not come true (refused once a reparent or
+//! failover has taken the episode over); the orchestrator after an undo or a
+//! refused failover that gave the old primary back. Requests evicted (buffer
+//! full, window expired, max failover duration) get an error and are never
+//! executed later.
+//!
+//! Lock order (never taken the other way round): the cluster's `reparent_lock`
+//! (tokio, held across a whole procedure) -> `inner` (std, never across an
+//! await) -> `throttle` / `limits` (std, leaf locks). The watch channel is
+//! written under `inner`; nothing here takes `inner` while holding a leaf lock.
 //!
 //! The gate also counts `active` sessions: those executing a command or inside a
 //! transaction. A planned reparent waits for that count to reach zero (the grace
@@ -57,6 +65,24 @@ pub enum GateError {
     MaxDuration,
 }
 
+/// Why an episode was released (drained to a primary). Each names who may release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Release {
+    /// The supervisor: every leadership condition holds for the topology's primary.
+    ConditionsHold,
+    /// The supervisor: a reactive suspicion that did not come true (same term,
+    /// the primary answers writable and not replicating). Refused once a planned
+    /// reparent or a failover has taken the episode over.
+    SuspicionCleared,
+    /// A planned reparent undone (or cancelled) before the new primary was
+    /// published: the old primary is writable again at the same term.
+    Undone,
+    /// A failover that promoted nothing and gave back the old primary, which was
+    /// writable when it was revoked.
+    Refused,
+}
+
 /// The gate's state as watchers (status API, supervisor, orchestrator) see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct GateStatus {
@@ -75,6 +101,8 @@ pub struct GateStatus {
     pub since: Option<Instant>,
     /// Requests held now.
     pub queued: usize,
+    /// Why the last episode was released (None: never, or it failed).
+    pub last_release: Option<Release>,
     /// Sessions executing a command or inside a transaction.
     pub active: usize,
 }
@@ -163,6 +191,7 @@ impl Gate {
             planned: false,
             since: None,
             queued: 0,
+            last_release: None,
             active: 0,
         };
         let (tx, _) = watch::channel(status.clone());
@@ -385,19 +414,24 @@ impl Gate {
         r
     }
 
-    /// Release episode `episode`: drain the held requests in FIFO order,
-    /// `drain_concurrency` at a time, then go idle.
-    pub fn release(self: &Arc<Self>, episode: u64) -> bool {
+    /// Release episode `episode` for `cause`: drain the held requests in FIFO
+    /// order, `drain_concurrency` at a time, then go idle. False (nothing done)
+    /// when the episode is over, or `cause` is [`Release::SuspicionCleared`] and
+    /// a planned reparent or a failover has taken the episode over: checked under
+    /// the same lock as [`Gate::begin`] marks it, so the two cannot interleave.
+    pub fn release(self: &Arc<Self>, episode: u64, cause: Release) -> bool {
         let ok = self.update(|i| {
-            if i.status.phase == Phase::Buffering && i.status.episode == episode {
+            let taken_over = cause == Release::SuspicionCleared && i.status.planned;
+            if i.status.phase == Phase::Buffering && i.status.episode == episode && !taken_over {
                 i.status.phase = Phase::Draining;
+                i.status.last_release = Some(cause);
                 true
             } else {
                 false
             }
         });
         if ok {
-            tracing::info!(episode, queued = self.status().queued, "draining");
+            tracing::info!(episode, ?cause, queued = self.status().queued, "draining");
             let gate = self.clone();
             tokio::spawn(async move { gate.drain(episode).await });
         }
@@ -552,7 +586,7 @@ mod tests {
             rx.wait_for(|s| s.queued == n + 1).await.unwrap();
         }
         assert!(order.lock().unwrap().is_empty(), "nothing passes while buffering");
-        assert!(gate.release(ep));
+        assert!(gate.release(ep, Release::ConditionsHold));
         for t in tasks {
             t.await.unwrap();
         }
@@ -603,7 +637,7 @@ mod tests {
         let ep = gate.begin(1, "a", "planned", true).unwrap();
         gate.watch().wait_for(|s| s.queued == 1).await.unwrap();
         drop(held);
-        gate.release(ep);
+        gate.release(ep, Release::ConditionsHold);
         waiting.await.unwrap().unwrap();
     }
 

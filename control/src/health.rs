@@ -26,7 +26,7 @@ use crate::cluster::ClusterHandle;
 use crate::gate::Phase;
 use crate::gtid;
 use crate::metrics::Metrics;
-use crate::server::{AdminLogin, Server};
+use crate::server::{AdminLogin, Connect};
 use crate::store::Store;
 
 /// One server as the last check saw it.
@@ -59,8 +59,8 @@ pub struct HealthReport {
     pub last_action: Option<String>,
 }
 
-async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
-    match Server::connect(&addr, &login).await {
+async fn probe(sql: Arc<dyn Connect>, addr: String, login: AdminLogin) -> ServerHealth {
+    match sql.connect(&addr, &login).await {
         Err(e) => {
             // A server that answers with an error is up; only silence or a refused or
             // reset connection counts as down.
@@ -83,7 +83,7 @@ async fn probe(addr: String, login: AdminLogin) -> ServerHealth {
             let pos = s.gtid_binlog_pos().await;
             let state = s.gtid_binlog_state().await.ok();
             let history = s.gtid_history().await.ok();
-            let server_id = s.scalar("SELECT @@server_id").await.ok().and_then(|v| v.parse().ok());
+            let server_id = s.variable("server_id").await.ok().and_then(|v| v.parse().ok());
             s.close().await;
             match (ro, repl, pos) {
                 (Ok(ro), Ok(repl), Ok(pos)) => ServerHealth {
@@ -168,10 +168,9 @@ async fn reestablish(
     // Only a server that restarted since it was last seen serving as primary:
     // read-only on a live primary may be another tool's revocation (a reparent
     // baton does not know of); making it writable again could give two primaries.
-    let settings = cluster.settings();
     let Some(seen) = last_writable else { return Some(format!("{} is read-only and was never seen serving writes: not re-established", p.addr)) };
     let since_seen = seen.elapsed();
-    let uptime = match Server::connect(&p.addr, &settings.admin).await {
+    let uptime = match cluster.connect(&p.addr).await {
         Ok(mut s) => {
             let u = s.status_u64("Uptime").await.ok();
             s.close().await;
@@ -188,9 +187,9 @@ async fn reestablish(
     if let Err(e) = store.put_cluster(&cluster.name, next).await {
         return Some(format!("re-establishing {}: publishing term {term} failed: {e}", p.addr));
     }
-    let writable = match Server::connect(&p.addr, &settings.admin).await {
+    let writable = match cluster.connect(&p.addr).await {
         Ok(mut s) => {
-            let r = s.exec("SET GLOBAL read_only=OFF").await;
+            let r = s.set_read_only(false).await;
             s.close().await;
             r.map_err(|e| e.to_string())
         }
@@ -228,7 +227,8 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
         let mut set = tokio::task::JoinSet::new();
         for (i, addr) in settings.servers.iter().enumerate() {
             let (addr, login) = (addr.clone(), login.clone());
-            set.spawn(async move { (i, probe(addr, login).await) });
+            let sql = cluster.sql.clone();
+            set.spawn(async move { (i, probe(sql, addr, login).await) });
         }
         let mut servers: Vec<(usize, ServerHealth)> = set.join_all().await;
         servers.sort_by_key(|(i, _)| *i);
@@ -256,7 +256,7 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
                 action = Some(match crate::failover::emergency(&cluster, &store, &why).await {
                     Ok(r) => {
                         let steps: Vec<(String, u64)> = r.steps.iter().map(|s| (s.step.to_string(), s.ms)).collect();
-                        metrics.failover(&cluster.name, r.outcome, &steps);
+                        metrics.failover(&cluster.name, r.outcome.name(), &steps);
                         format!("automatic failover: {} ({} -> {}){}", r.outcome, r.from, r.to, r.error.map(|e| format!(": {e}")).unwrap_or_default())
                     }
                     Err(e) => format!("automatic failover not run: {e}"),
@@ -280,7 +280,7 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
             // only what it still lacks is errant.
             if suspects.is_empty() {
                 errant = Some(Vec::new());
-            } else if let Ok(mut c) = Server::connect(&p.addr, &login).await {
+            } else if let Ok(mut c) = cluster.connect_with(&p.addr, &login).await {
                 if let Ok(fresh) = c.gtid_history().await {
                     let found = suspects
                         .iter()
@@ -308,9 +308,9 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
             if cluster.gate.phase() == Phase::Idle {
                 let pstate = p.gtid_binlog_state.clone().unwrap_or_default();
                 for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
-                    let Ok(mut c) = Server::connect(&s.addr, &settings.admin).await else { continue };
+                    let Ok(mut c) = cluster.connect(&s.addr).await else { continue };
                     if s.read_only == Some(false) {
-                        let r = c.exec("SET GLOBAL read_only=ON").await;
+                        let r = c.set_read_only(true).await;
                         action = Some(format!("fenced {}: read_only=ON ({})", s.addr, if r.is_ok() { "done" } else { "failed" }));
                     }
                     if s.source.is_none() && !errant_now.iter().any(|e| errant_addr(e) == s.addr) {

@@ -28,13 +28,19 @@ pub mod conditions;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod establish;
 pub mod failover;
+#[cfg(test)]
+mod fake;
 pub mod gate;
 pub mod gtid;
 pub mod health;
 pub mod metrics;
 pub mod peers;
 pub mod reparent;
+pub mod run;
+#[cfg(test)]
+mod scenarios;
 pub mod server;
 pub mod store;
 pub mod supervisor;

@@ -138,23 +138,6 @@ pub enum BackendErrorClass {
     ReadOnly = 2,
 }
 
-const STEPS: &[&str] = &[
-    "prepare",
-    "announce",
-    "grace",
-    "revoke",
-    "catch_up",
-    "promote",
-    "publish",
-    "repoint",
-    "verify",
-    "undo",
-    "acks",
-    "fence",
-    "apply_relay",
-    "elect",
-    "exclude",
-];
 const RESULTS: &[&str] = &["ok", "undone", "held", "refused"];
 
 struct ClusterMetrics {
@@ -243,7 +226,10 @@ impl Metrics {
             queries: COMMANDS.iter().map(|c| counter(QUERIES_TOTAL, &[("command", c.to_string())])).collect(),
             query_duration: histogram(QUERY_DURATION_SECONDS, &[]),
             backend_errors: ["connect", "lost", "read_only"].map(|c| counter(BACKEND_ERRORS_TOTAL, &[("class", c.to_string())])),
-            steps: STEPS.iter().map(|s| (*s, histogram(REPARENT_STEP_DURATION_SECONDS, &[("step", s.to_string())]))).collect(),
+            steps: crate::run::Step::ALL
+                .iter()
+                .map(|s| (s.name(), histogram(REPARENT_STEP_DURATION_SECONDS, &[("step", s.name().to_string())])))
+                .collect(),
             clusters,
             store_up: gauge(TOPOLOGY_STORE_UP, &[]),
             orchestrator: gauge(ORCHESTRATOR, &[]),

@@ -323,7 +323,7 @@ impl Peers {
             "undone" => {
                 if let Some((c, episode)) = held.remove(&a.id) {
                     tracing::info!(cluster = %a.cluster, announcement = %a.id, "reparent undone by the orchestrator; releasing to the old primary");
-                    c.gate.release(episode);
+                    c.gate.release(episode, crate::gate::Release::Undone);
                 }
             }
             "done" => {

@@ -1,180 +1,38 @@
-//! The planned reparent: prepare, announce, grace, revoke, catch up, promote,
-//! publish, repoint, verify. Revocation strictly precedes establishment; a failure
-//! before the new primary is published is undone (old primary writable again at
-//! the same term, held requests released to it); after it, the supervisor keeps
+//! The planned reparent, one method per [`Step`]: prepare, announce, grace,
+//! (acks), revoke, catch up, then the shared tail ([`crate::establish`]):
+//! promote, publish, repoint, verify. Revocation strictly precedes
+//! establishment. A failure (or an operator's cancel) before the new primary is
+//! published is undone ([`Planned::undo`]: the old primary writable again at the
+//! same term, held requests released to it); after it, the supervisor keeps
 //! holding requests until every condition holds or the max failover duration ends.
+//!
+//! What each step waits for and its timeout: README "Planned reparent".
 
 use std::sync::Arc;
-use std::time::Instant;
-
-use serde::Serialize;
+use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterHandle;
-use crate::gate::Phase;
+use crate::establish::{establish, Failed};
+use crate::gate::Release;
 use crate::gtid;
+use crate::peers::{Announcement, Peers};
+use crate::run::{Outcome, Run};
 use crate::server::Server;
 use crate::store::Store;
 use crate::topology::ClusterRecord;
 
+pub use crate::run::{ReparentError, ReparentReport, Step, StepRecord};
+
 /// Prepare ends once the candidate reaches a fresh snapshot of the primary's
 /// position within this long, i.e. its replication lag is about this small.
-const PREPARE_LAG: std::time::Duration = std::time::Duration::from_millis(100);
+const PREPARE_LAG: Duration = Duration::from_millis(100);
 
 /// How long the revoke's `SET GLOBAL read_only=ON` may wait behind running
 /// writes before their statements are ended.
-const REVOKE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+const REVOKE_PATIENCE: Duration = Duration::from_millis(500);
 
 /// Commands outside transactions allowed at once while the prepare step throttles.
 const PREPARE_THROTTLE: usize = 2;
-
-/// One step's outcome and duration.
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub step: &'static str,
-    pub ms: u64,
-    pub detail: String,
-}
-
-/// What a reparent did.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReparentReport {
-    pub cluster: String,
-    /// "running" while in progress; then "ok", "undone" (failed before establishment;
-    /// the old primary serves again) or "held" (established, but not every condition
-    /// held before the max failover duration).
-    pub outcome: &'static str,
-    pub from: String,
-    pub to: String,
-    pub term: u64,
-    pub steps: Vec<Step>,
-    pub error: Option<String>,
-    pub total_ms: u64,
-    /// Requests held by the gate during this reparent.
-    pub buffered: u64,
-    /// Servers that do not replicate from the new primary after the repoint
-    /// step ("addr: why", with the server's own `Last_IO_Error`); empty when all do.
-    pub not_following: Vec<String>,
-}
-
-/// Point each target (address, connection, reset its slave position first) at
-/// `primary`, then wait (up to the catch-up timeout, at most 10 s) until each one's
-/// IO and SQL threads run against it. The step and `not_following` say which do not.
-/// The gate does not wait for this: the supervisor releases it when the
-/// conditions hold, so a replica that cannot follow does not extend the pause.
-pub(crate) async fn repoint(run: &mut Run<'_>, primary: &str, mut targets: Vec<(String, &mut Server, bool)>, mut not_following: Vec<String>) {
-    let s = run.cluster.settings();
-    let mut pointed = Vec::new();
-    for (addr, server, reset) in targets.iter_mut() {
-        match server.replicate_from(primary, &s.repl_user, &s.repl_password, *reset).await {
-            Ok(()) => pointed.push(addr.clone()),
-            Err(e) => not_following.push(format!("{addr}: {e}")),
-        }
-    }
-    let wait = s.catchup_timeout.min(std::time::Duration::from_secs(10));
-    let mut following = 0;
-    for (addr, server, _) in targets.iter_mut().filter(|(a, _, _)| pointed.contains(a)) {
-        match server.wait_following(primary, wait).await {
-            Ok(()) => following += 1,
-            Err(why) => not_following.push(format!("{addr}: {why}")),
-        }
-    }
-    let detail = if not_following.is_empty() {
-        format!("{following} server(s) replicate from {primary} (IO and SQL threads running)")
-    } else {
-        format!("{following} server(s) replicate from {primary}; NOT following: {}", not_following.join("; "))
-    };
-    if !not_following.is_empty() {
-        tracing::warn!(cluster = %run.cluster.name, %detail, "replicas not following the new primary");
-    }
-    run.report.not_following = not_following;
-    run.step("repoint", detail);
-}
-
-/// Wait (up to the max failover duration) for the supervisor to release `episode`.
-pub(crate) async fn verify(run: &mut Run<'_>, episode: u64) -> bool {
-    let cluster = run.cluster;
-    let mut rx = cluster.gate.watch();
-    let deadline = cluster.settings().max_failover_duration;
-    let left = tokio::time::timeout(deadline, rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering)).await;
-    let report = cluster.conditions.borrow().clone();
-    match left {
-        Ok(_) if report.episode == episode && report.all_hold => {
-            run.step("verify", "every leadership condition holds; draining");
-            true
-        }
-        _ => {
-            let failing = report.failing().join("; ");
-            run.step("verify", format!("not every condition held: {failing}"));
-            run.report.error = Some(format!("conditions not met: {failing}"));
-            false
-        }
-    }
-}
-
-/// Why a reparent was refused before it started.
-#[derive(Debug, thiserror::Error)]
-pub enum ReparentError {
-    #[error("a reparent of cluster {0} is already running")]
-    AlreadyRunning(String),
-    #[error("cluster {0} has no topology record")]
-    NoRecord(String),
-    #[error("{0}")]
-    BadCandidate(String),
-}
-
-pub(crate) struct Run<'a> {
-    pub(crate) report: ReparentReport,
-    started: Instant,
-    step_started: Instant,
-    pub(crate) cluster: &'a ClusterHandle,
-}
-
-impl<'a> Run<'a> {
-    pub(crate) fn new(cluster: &'a ClusterHandle, from: &str, to: &str, term: u64) -> Run<'a> {
-        let now = Instant::now();
-        let run = Run {
-            report: ReparentReport {
-                cluster: cluster.name.clone(),
-                outcome: "running",
-                from: from.to_string(),
-                to: to.to_string(),
-                term,
-                steps: Vec::new(),
-                error: None,
-                total_ms: 0,
-                buffered: 0,
-                not_following: Vec::new(),
-            },
-            started: now,
-            step_started: now,
-            cluster,
-        };
-        run.publish();
-        run
-    }
-
-    pub(crate) fn step(&mut self, step: &'static str, detail: impl Into<String>) {
-        let detail = detail.into();
-        let ms = self.step_started.elapsed().as_millis() as u64;
-        tracing::info!(cluster = %self.cluster.name, step, ms, %detail, "reparent step");
-        self.report.steps.push(Step { step, ms, detail });
-        self.step_started = Instant::now();
-        self.publish();
-    }
-
-    fn publish(&self) {
-        *self.cluster.last_reparent.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.report.clone());
-    }
-
-    pub(crate) fn finish(mut self, outcome: &'static str, error: Option<String>, buffered_before: u64) -> ReparentReport {
-        self.report.outcome = outcome;
-        self.report.error = error;
-        self.report.total_ms = self.started.elapsed().as_millis() as u64;
-        self.report.buffered = self.cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed) - buffered_before;
-        self.publish();
-        self.report
-    }
-}
 
 /// The servers the health monitor reports errant ("addr: why").
 fn errant_servers(cluster: &ClusterHandle) -> Vec<String> {
@@ -192,7 +50,7 @@ async fn pick_candidate(cluster: &ClusterHandle, old: &str) -> Result<String, Re
             why.push(format!("{addr} is errant ({e})"));
             continue;
         }
-        match Server::connect(addr, &settings.admin).await {
+        match cluster.connect(addr).await {
             Ok(mut s) => {
                 let pos = s.gtid_current_pos().await.unwrap_or_default();
                 let repl = s.replication().await.ok().flatten();
@@ -210,6 +68,19 @@ async fn pick_candidate(cluster: &ClusterHandle, old: &str) -> Result<String, Re
         }
     }
     best.map(|(_, a)| a).ok_or_else(|| ReparentError::BadCandidate(format!("no healthy replica to promote: {}", why.join("; "))))
+}
+
+/// A planned reparent in progress: the connections and state its steps share.
+struct Planned<'a> {
+    run: Run<'a>,
+    store: &'a Store,
+    record: ClusterRecord,
+    old: String,
+    candidate: String,
+    oldc: Server,
+    cand: Server,
+    episode: u64,
+    announced: Option<(Arc<Peers>, Announcement)>,
 }
 
 /// Run a planned reparent of `cluster` to `to` (or the most advanced replica).
@@ -233,221 +104,243 @@ pub async fn planned(cluster: &Arc<ClusterHandle>, store: &Store, to: Option<&st
         }
         None => pick_candidate(cluster, &old).await?,
     };
-    let buffered_before = cluster.gate.counters.buffered.load(std::sync::atomic::Ordering::Relaxed);
-    let mut run = Run::new(cluster, &old, &candidate, record.term);
-
-    // 0. Prepare, while the old primary still serves.
-    let mut cand = Server::connect(&candidate, &settings.admin).await.map_err(|e| ReparentError::BadCandidate(format!("candidate {e}")))?;
-    let mut oldc = Server::connect(&old, &settings.admin).await.map_err(|e| ReparentError::BadCandidate(format!("current primary {e}")))?;
+    let mut cand = cluster.connect(&candidate).await.map_err(|e| ReparentError::BadCandidate(format!("candidate {e}")))?;
+    let oldc = cluster.connect(&old).await.map_err(|e| ReparentError::BadCandidate(format!("current primary {e}")))?;
     match cand.replication().await {
         Ok(Some(r)) if r.source == old => {}
         Ok(Some(r)) => return Err(ReparentError::BadCandidate(format!("{candidate} replicates from {}, not {old}", r.source))),
         Ok(None) => return Err(ReparentError::BadCandidate(format!("{candidate} is not a replica"))),
         Err(e) => return Err(ReparentError::BadCandidate(e.to_string())),
     }
-    // Catch up with the live primary until a fresh snapshot is reached quickly: then
-    // the lag left for the pause is small.
-    let prepare_deadline = Instant::now() + settings.prepare_timeout;
-    let throttle_at = Instant::now() + (settings.prepare_timeout / 2).min(std::time::Duration::from_secs(2));
-    let mut throttled = false;
-    let mut caught = None;
-    let mut snapshot = String::new();
-    while Instant::now() < prepare_deadline {
-        if !throttled && Instant::now() >= throttle_at {
-            // The candidate does not converge under the full write load: slow
-            // writers down (still serving, no errors) so it can.
-            cluster.gate.set_throttle(Some(PREPARE_THROTTLE));
-            throttled = true;
-        }
-        snapshot = oldc.gtid_binlog_pos().await.unwrap_or_default();
-        let t = Instant::now();
-        let limit = prepare_deadline.saturating_duration_since(t).min(std::time::Duration::from_secs(1));
-        if cand.wait_for_gtid(&snapshot, limit).await.unwrap_or(false) && t.elapsed() <= PREPARE_LAG {
-            caught = Some(t.elapsed());
-            break;
-        }
-    }
-    let how = if throttled { format!(" (writers throttled to {PREPARE_THROTTLE} at a time)") } else { String::new() };
-    run.step(
-        "prepare",
-        match caught {
-            Some(lag) => format!("{candidate} within {} ms of {old} ({snapshot}){how}", lag.as_millis()),
-            None => format!("{candidate} still behind {old} after {} ms{how}; continuing", settings.prepare_timeout.as_millis()),
-        },
-    );
-
-    // 1. Announce: the gate holds new requests from here on.
-    let Some(episode) = cluster.gate.begin(record.term, &old, &format!("planned reparent to {candidate}"), true) else {
-        unreachable!("planned episodes are never skipped")
-    };
-    run.step("announce", format!("buffering at term {} (episode {episode})", record.term));
-    // Other proxies (etcd) buffer and end their transactions too.
-    let announcement = match store.peers() {
-        None => None,
-        Some(p) => match p.announce(&cluster.name, record.term, &old, settings.transaction_grace).await {
-            Ok(a) => Some((p, a)),
-            Err(e) => {
-                let err = format!("announcing the reparent to the other proxies failed: {e}");
-                cluster.gate.release(episode);
-                run.step("undo", format!("{old} was never revoked; held requests released to it"));
-                return Ok(run.finish("undone", Some(err), buffered_before));
-            }
-        },
-    };
-
-    // 2. Grace: open transactions may finish.
-    let left = cluster.gate.wait_inactive(settings.transaction_grace).await;
-    run.step("grace", if left == 0 { "no open transactions".to_string() } else { format!("{left} session(s) still active; ending them") });
-    if let Some((p, a)) = &announcement {
-        let (acked, expected) = p.wait_acks(a, settings.transaction_grace + std::time::Duration::from_secs(2)).await;
-        let missing: Vec<&String> = expected.iter().filter(|e| !acked.contains(e)).collect();
-        run.step(
-            "acks",
-            if missing.is_empty() {
-                format!("{} other proxy(ies) buffering with their transactions ended", expected.len())
-            } else {
-                format!("no acknowledgement from {missing:?}: the revocation stops them instead (they see 1290 and buffer)")
-            },
-        );
-    }
-    let announced = announcement.as_ref();
-
-    // Undo: the old primary writable again at the same term; release the held requests to it.
-    type Announced<'a> = Option<&'a (Arc<crate::peers::Peers>, crate::peers::Announcement)>;
-    async fn undo(run: &mut Run<'_>, oldc: &mut Server, cand: &mut Server, reset: bool, old: &str, episode: u64, announced: Announced<'_>) {
-        let s = run.cluster.settings();
-        let mut notes = Vec::new();
-        if reset {
-            if let Err(e) = cand.replicate_from(old, &s.repl_user, &s.repl_password, false).await {
-                notes.push(format!("candidate not repointed: {e}"));
-            }
-            let _ = cand.exec("SET GLOBAL read_only=ON").await;
-        }
-        match oldc.exec("SET GLOBAL read_only=OFF").await {
-            Ok(()) => notes.push(format!("{old} writable again")),
-            Err(e) => notes.push(format!("{old} could not be made writable: {e}")),
-        }
-        run.cluster.gate.release(episode);
-        if let Some((p, a)) = announced {
-            p.settle(a, "undone").await;
-        }
-        run.step("undo", notes.join("; "));
-    }
-
-    // 3. Revoke: read-only (ending what still runs if a running write holds it
-    // back past REVOKE_PATIENCE), verified; end the sessions left; final position.
-    let revoke = async {
-        // read_only first: other proxies' sessions (etcd) then see 1290 and hold
-        // their requests. A write still running holds `SET GLOBAL read_only=ON`
-        // back; if it has not gone through within REVOKE_PATIENCE, end the client
-        // statements (from a second connection) so it can.
-        let mut running = 0;
-        {
-            let set = oldc.exec("SET GLOBAL read_only=ON");
-            tokio::pin!(set);
-            tokio::select! {
-                r = &mut set => r?,
-                _ = tokio::time::sleep(REVOKE_PATIENCE) => {
-                    let mut killer = Server::connect(&old, &settings.admin).await?;
-                    running = killer.kill_clients(&settings.admin.user).await?;
-                    killer.close().await;
-                    set.await?;
-                }
-            }
-        }
-        if !oldc.read_only().await? {
-            return Err(crate::server::ServerError::Query { addr: old.clone(), why: "read_only did not stick".into() });
-        }
-        let killed = oldc.kill_clients(&settings.admin.user).await?;
-        let pos = oldc.gtid_binlog_pos().await?;
-        Ok((running, killed, pos))
-    };
-    let final_pos = match revoke.await {
-        Ok((running, killed, pos)) => {
-            run.step(
-                "revoke",
-                format!(
-                    "{old} read_only=ON ({running} client statement(s) still running after the grace period ended first); {killed} client connection(s) killed; final position {pos}"
-                ),
-            );
-            pos
-        }
-        Err(e) => {
-            let err = format!("revoke failed: {e}");
-            undo(&mut run, &mut oldc, &mut cand, false, &old, episode, announced).await;
-            return Ok(run.finish("undone", Some(err), buffered_before));
-        }
-    };
-
-    // 4. Establish: catch up, promote, publish at term + 1.
-    match cand.wait_for_gtid(&final_pos, settings.catchup_timeout).await {
-        Ok(true) => run.step("catch_up", format!("{candidate} applied {final_pos}")),
-        other => {
-            let err = match other {
-                Ok(_) => format!("{candidate} did not reach {final_pos} within {} ms", settings.catchup_timeout.as_millis()),
-                Err(e) => format!("catch-up failed: {e}"),
-            };
-            undo(&mut run, &mut oldc, &mut cand, false, &old, episode, announced).await;
-            return Ok(run.finish("undone", Some(err), buffered_before));
-        }
-    }
-    let promote = async {
-        cand.exec("STOP SLAVE").await?;
-        cand.exec("RESET SLAVE ALL").await?;
-        cand.exec("SET GLOBAL read_only=OFF").await
-    };
-    if let Err(e) = promote.await {
-        let err = format!("promote failed: {e}");
-        undo(&mut run, &mut oldc, &mut cand, true, &old, episode, announced).await;
-        return Ok(run.finish("undone", Some(err), buffered_before));
-    }
-    run.step("promote", format!("{candidate} stopped replicating and is writable"));
-    let term = record.term + 1;
-    let new_record = ClusterRecord { primary: candidate.clone(), term, servers: record.servers.clone() };
-    if let Err(e) = store.put_cluster(&cluster.name, new_record).await {
-        let err = format!("publishing the new primary failed: {e}");
-        if matches!(e, crate::error::ControlError::OutcomeUnknown(_)) {
-            // The store may name the candidate already: making the old primary
-            // writable again could give two leaders. Go on as if published; the
-            // conditions (C2 needs the new term) release the requests only if it was.
-            run.step("publish", format!("{err}; carrying on: the leadership conditions decide"));
-        } else {
-            undo(&mut run, &mut oldc, &mut cand, true, &old, episode, announced).await;
-            return Ok(run.finish("undone", Some(err), buffered_before));
-        }
-    } else {
-        run.step("publish", format!("topology names {candidate} at term {term}"));
-    }
-    run.report.term = term;
-
-    // 5. Repoint the old primary and the other replicas at the new primary, and
-    // wait (bounded) until each follows it.
-    let mut others = Vec::new();
-    let mut unreachable = Vec::new();
-    for addr in settings.servers.iter().filter(|s| **s != old && **s != candidate) {
-        match Server::connect(addr, &settings.admin).await {
-            Ok(s) => others.push((addr.clone(), s)),
-            Err(e) => unreachable.push(format!("{addr}: {e}")),
-        }
-    }
-    let mut targets = vec![(old.clone(), &mut oldc, true)];
-    targets.extend(others.iter_mut().map(|(a, s)| (a.clone(), s, false)));
-    repoint(&mut run, &candidate, targets, unreachable).await;
-    for (_, s) in others {
-        s.close().await;
-    }
+    let run = Run::new(cluster, &old, &candidate, record.term);
+    let mut p = Planned { run, store, record, old, candidate, oldc, cand, episode: 0, announced: None };
+    let outcome = p.steps().await;
+    let Planned { run, oldc, cand, .. } = p;
     oldc.close().await;
     cand.close().await;
+    let (outcome, error) = outcome;
+    Ok(run.finish(outcome, error))
+}
 
-    // 6. Verify: the supervisor releases the gate once every condition holds.
-    let held = !verify(&mut run, episode).await;
-    if let Some((p, a)) = announced {
-        p.settle(a, "done").await;
+impl Planned<'_> {
+    /// Every step in order; the outcome and its error.
+    async fn steps(&mut self) -> (Outcome, Option<String>) {
+        self.prepare().await;
+        self.announce();
+        if let Err(e) = self.announce_peers().await {
+            return self.undo(false, e).await;
+        }
+        if self.run.cancel_requested() {
+            return self.undo(false, "cancelled by an operator".into()).await;
+        }
+        self.grace().await;
+        if self.run.cancel_requested() {
+            return self.undo(false, "cancelled by an operator".into()).await;
+        }
+        let final_pos = match self.revoke().await {
+            Ok(p) => p,
+            Err(e) => return self.undo(false, e).await,
+        };
+        if let Err(e) = self.catch_up(&final_pos).await {
+            return self.undo(false, e).await;
+        }
+        if self.run.cancel_requested() {
+            return self.undo(false, "cancelled by an operator".into()).await;
+        }
+        let outcome = self.establish().await;
+        if let Some((p, a)) = &self.announced {
+            p.settle(a, "done").await;
+        }
+        match outcome {
+            Ok(Outcome::Ok) => (Outcome::Ok, None),
+            Ok(o) => (o, self.run.report.error.clone()),
+            Err(f) => self.undo(true, f.message()).await,
+        }
     }
-    if !held {
-        Ok(run.finish("ok", None, buffered_before))
-    } else {
-        let err = run.report.error.clone();
-        Ok(run.finish("held", err, buffered_before))
+
+    /// Prepare, while the old primary still serves: catch up with the live
+    /// primary until a fresh snapshot is reached quickly (then the lag left for
+    /// the pause is small); after half the prepare timeout (at most 2 s), throttle
+    /// writers to [`PREPARE_THROTTLE`] at a time. Never fails: a candidate still
+    /// behind at `prepare_timeout_ms` is caught up after the revoke.
+    async fn prepare(&mut self) {
+        let settings = self.run.cluster.settings();
+        let gate = &self.run.cluster.gate;
+        let prepare_deadline = Instant::now() + settings.prepare_timeout;
+        let throttle_at = Instant::now() + (settings.prepare_timeout / 2).min(Duration::from_secs(2));
+        let mut throttled = false;
+        let mut caught = None;
+        let mut snapshot = String::new();
+        while Instant::now() < prepare_deadline {
+            if !throttled && Instant::now() >= throttle_at {
+                gate.set_throttle(Some(PREPARE_THROTTLE));
+                throttled = true;
+            }
+            snapshot = self.oldc.gtid_binlog_pos().await.unwrap_or_default();
+            let t = Instant::now();
+            let limit = prepare_deadline.saturating_duration_since(t).min(Duration::from_secs(1));
+            if self.cand.wait_for_gtid(&snapshot, limit).await.unwrap_or(false) && t.elapsed() <= PREPARE_LAG {
+                caught = Some(t.elapsed());
+                break;
+            }
+        }
+        let how = if throttled { format!(" (writers throttled to {PREPARE_THROTTLE} at a time)") } else { String::new() };
+        let (old, candidate) = (&self.old, &self.candidate);
+        let detail = match caught {
+            Some(lag) => format!("{candidate} within {} ms of {old} ({snapshot}){how}", lag.as_millis()),
+            None => format!("{candidate} still behind {old} after {} ms{how}; continuing", settings.prepare_timeout.as_millis()),
+        };
+        self.run.step(Step::Prepare, detail);
+    }
+
+    /// Announce: the gate holds new requests from here on.
+    fn announce(&mut self) {
+        let reason = format!("planned reparent to {}", self.candidate);
+        let Some(episode) = self.run.cluster.gate.begin(self.record.term, &self.old, &reason, true) else {
+            unreachable!("planned episodes are never skipped")
+        };
+        self.episode = episode;
+        self.run.step(Step::Announce, format!("buffering at term {} (episode {episode})", self.record.term));
+    }
+
+    /// On etcd, tell the other proxies to buffer and end their transactions too.
+    async fn announce_peers(&mut self) -> Result<(), String> {
+        let Some(p) = self.store.peers() else { return Ok(()) };
+        let grace = self.run.cluster.settings().transaction_grace;
+        match p.announce(&self.run.cluster.name, self.record.term, &self.old, grace).await {
+            Ok(a) => {
+                self.announced = Some((p, a));
+                Ok(())
+            }
+            Err(e) => Err(format!("announcing the reparent to the other proxies failed: {e}")),
+        }
+    }
+
+    /// Grace: open transactions may finish (`transaction_grace_ms`); then, on
+    /// etcd, the other proxies' acknowledgements (grace + 2 s).
+    async fn grace(&mut self) {
+        let grace = self.run.cluster.settings().transaction_grace;
+        let left = self.run.cluster.gate.wait_inactive(grace).await;
+        self.run
+            .step(Step::Grace, if left == 0 { "no open transactions".to_string() } else { format!("{left} session(s) still active; ending them") });
+        if let Some((p, a)) = &self.announced {
+            let (acked, expected) = p.wait_acks(a, grace + Duration::from_secs(2)).await;
+            let missing: Vec<&String> = expected.iter().filter(|e| !acked.contains(e)).collect();
+            self.run.step(
+                Step::Acks,
+                if missing.is_empty() {
+                    format!("{} other proxy(ies) buffering with their transactions ended", expected.len())
+                } else {
+                    format!("no acknowledgement from {missing:?}: the revocation stops them instead (they see 1290 and buffer)")
+                },
+            );
+        }
+    }
+
+    /// Revoke: `read_only=ON` first (other proxies' sessions then see 1290 and
+    /// hold); a running write holds that back: past [`REVOKE_PATIENCE`] the client
+    /// statements still running are ended from a second connection so it can go
+    /// through. Then read_only verified, the client connections ended, the final
+    /// position read. Ok: the final position.
+    async fn revoke(&mut self) -> Result<String, String> {
+        let cluster = self.run.cluster;
+        let user = cluster.settings().admin.user;
+        let old = self.old.clone();
+        let oldc = &mut self.oldc;
+        let r = async {
+            let mut running = 0;
+            {
+                let set = oldc.set_read_only(true);
+                tokio::pin!(set);
+                tokio::select! {
+                    r = &mut set => r?,
+                    _ = tokio::time::sleep(REVOKE_PATIENCE) => {
+                        let mut killer = cluster.connect(&old).await?;
+                        running = killer.kill_clients(&user).await?;
+                        killer.close().await;
+                        set.await?;
+                    }
+                }
+            }
+            if !oldc.read_only().await? {
+                return Err(crate::server::ServerError::Query { addr: old.clone(), why: "read_only did not stick".into() });
+            }
+            let killed = oldc.kill_clients(&user).await?;
+            let pos = oldc.gtid_binlog_pos().await?;
+            Ok((running, killed, pos))
+        }
+        .await;
+        match r {
+            Ok((running, killed, pos)) => {
+                self.run.step(
+                    Step::Revoke,
+                    format!(
+                        "{old} read_only=ON ({running} client statement(s) still running after the grace period ended first); {killed} client connection(s) killed; final position {pos}"
+                    ),
+                );
+                Ok(pos)
+            }
+            Err(e) => Err(format!("revoke failed: {e}")),
+        }
+    }
+
+    /// Catch up: the candidate applies the old primary's final position
+    /// (`catchup_timeout_ms`).
+    async fn catch_up(&mut self, final_pos: &str) -> Result<(), String> {
+        let timeout = self.run.cluster.settings().catchup_timeout;
+        match self.cand.wait_for_gtid(final_pos, timeout).await {
+            Ok(true) => {
+                self.run.step(Step::CatchUp, format!("{} applied {final_pos}", self.candidate));
+                Ok(())
+            }
+            Ok(false) => Err(format!("{} did not reach {final_pos} within {} ms", self.candidate, timeout.as_millis())),
+            Err(e) => Err(format!("catch-up failed: {e}")),
+        }
+    }
+
+    /// The shared tail: promote, publish, repoint (the old primary, resetting its
+    /// slave position, and every other server), verify.
+    async fn establish(&mut self) -> Result<Outcome, Failed> {
+        let cluster = self.run.cluster;
+        let mut others = Vec::new();
+        let mut unreachable = Vec::new();
+        for addr in cluster.settings().servers.iter().filter(|s| **s != self.old && **s != self.candidate) {
+            match cluster.connect(addr).await {
+                Ok(s) => others.push((addr.clone(), s)),
+                Err(e) => unreachable.push(format!("{addr}: {e}")),
+            }
+        }
+        let mut targets = vec![(self.old.clone(), &mut self.oldc, true)];
+        targets.extend(others.iter_mut().map(|(a, s)| (a.clone(), s, false)));
+        let r = establish(&mut self.run, self.store, self.episode, &self.record, (&self.candidate, &mut self.cand), targets, unreachable).await;
+        for (_, s) in others {
+            s.close().await;
+        }
+        r
+    }
+
+    /// Undo, before anything was published: the candidate back to replicating
+    /// from the old primary, read-only (if it was promoted), the old primary
+    /// writable again at the same term, the held requests released to it, the
+    /// other proxies told.
+    async fn undo(&mut self, promoted: bool, error: String) -> (Outcome, Option<String>) {
+        let s = self.run.cluster.settings();
+        let mut notes = Vec::new();
+        if promoted {
+            if let Err(e) = self.cand.replicate_from(&self.old, &s.repl_user, &s.repl_password, false).await {
+                notes.push(format!("candidate not repointed: {e}"));
+            }
+            let _ = self.cand.set_read_only(true).await;
+        }
+        match self.oldc.set_read_only(false).await {
+            Ok(()) => notes.push(format!("{} writable again", self.old)),
+            Err(e) => notes.push(format!("{} could not be made writable: {e}", self.old)),
+        }
+        self.run.cluster.gate.release(self.episode, Release::Undone);
+        if let Some((p, a)) = &self.announced {
+            p.settle(a, "undone").await;
+        }
+        self.run.step(Step::Undo, notes.join("; "));
+        (Outcome::Undone, Some(error))
     }
 }

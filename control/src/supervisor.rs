@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::ClusterHandle;
 use crate::conditions;
-use crate::gate::{GateError, Phase};
+use crate::gate::{GateError, Phase, Release};
 use crate::topology::Topology;
 
 /// Run until `stop` is cancelled.
@@ -38,9 +38,12 @@ pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Ar
             // primary answers writable and not replicating. Release to it.
             let same_term = snapshot.cluster(&cluster.name).is_some_and(|r| r.term == status.start_term && r.primary == status.old_primary);
             if !status.planned && same_term && primary_is_healthy(&cluster, &status.old_primary).await {
-                tracing::info!(cluster = %cluster.name, episode, "primary healthy again; releasing");
-                cluster.gate.release(episode);
-                break;
+                // Refused (false) if a failover took the episode over meanwhile.
+                if cluster.gate.release(episode, Release::SuspicionCleared) {
+                    tracing::info!(cluster = %cluster.name, episode, "primary healthy again; released");
+                    break;
+                }
+                continue;
             }
             let prev = cluster.conditions.borrow().clone();
             let report = conditions::evaluate(&cluster, &snapshot, &status, &prev).await;
@@ -51,7 +54,7 @@ pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Ar
             cluster.conditions.send_replace(report);
             if all {
                 tracing::info!(cluster = %cluster.name, episode, "every leadership condition holds; releasing");
-                cluster.gate.release(episode);
+                cluster.gate.release(episode, Release::ConditionsHold);
                 break;
             }
             tokio::select! {
@@ -68,7 +71,7 @@ async fn primary_is_healthy(cluster: &ClusterHandle, addr: &str) -> bool {
     // More patient than a health check: releasing a held request is cheap, holding
     // it to the window because of one slow answer is not.
     login.timeout = cluster.settings().health_timeout * 3;
-    match crate::server::Server::connect(addr, &login).await {
+    match cluster.connect_with(addr, &login).await {
         Ok(mut s) => {
             let ok = matches!(s.read_only().await, Ok(false)) && matches!(s.replication().await, Ok(None));
             s.close().await;

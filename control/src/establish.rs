@@ -1,0 +1,132 @@
+//! The tail both procedures share once a new primary is chosen and the old one
+//! is revoked or fenced: promote -> publish -> repoint -> verify.
+//!
+//! - promote: `STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF` on the new
+//!   primary (admin timeout per statement).
+//! - publish: the topology names it at term + 1. An answer the store could not
+//!   confirm (etcd timeout) carries on: the conditions (C2 needs the new term)
+//!   release the gate only if it was written.
+//! - repoint: every other server replicates from it; waits (catch-up timeout,
+//!   at most 10 s) until each one's IO and SQL threads run, and names those that
+//!   do not (`not_following`, with their `Last_IO_Error`). The gate does not wait
+//!   for this.
+//! - verify: waits (max failover duration) for the supervisor to release the
+//!   episode, which it does only when every leadership condition holds.
+//!
+//! Failing before publish returns [`Failed`]: nothing names the new primary, and
+//! the caller decides (a planned reparent undoes, a failover holds).
+
+use crate::error::ControlError;
+use crate::gate::Phase;
+use crate::run::{Outcome, Run, Step};
+use crate::server::Server;
+use crate::store::Store;
+use crate::topology::ClusterRecord;
+
+/// Why the tail stopped before the new primary was published.
+pub(crate) enum Failed {
+    Promote(String),
+    Publish(String),
+}
+
+impl Failed {
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Failed::Promote(e) => format!("promote failed: {e}"),
+            Failed::Publish(e) => format!("publishing the new primary failed: {e}"),
+        }
+    }
+}
+
+/// A server to point at the new primary: (address, connection, reset its slave
+/// position first: true for an old primary, whose slave position is stale).
+pub(crate) type Target<'s> = (String, &'s mut Server, bool);
+
+/// Promote `new` (at `new_addr`) over `record`, publish it at `record.term + 1`,
+/// repoint `targets` (plus `not_following`: servers already known not to follow,
+/// e.g. unreachable), and verify. Ok: the outcome (`Ok` when every condition
+/// held, `Held` otherwise).
+pub(crate) async fn establish(
+    run: &mut Run<'_>,
+    store: &Store,
+    episode: u64,
+    record: &ClusterRecord,
+    (new_addr, new): (&str, &mut Server),
+    targets: Vec<Target<'_>>,
+    not_following: Vec<String>,
+) -> Result<Outcome, Failed> {
+    promote(new).await.map_err(Failed::Promote)?;
+    run.step(Step::Promote, format!("{new_addr} stopped replicating and is writable"));
+    let term = record.term + 1;
+    let next = ClusterRecord { primary: new_addr.to_string(), term, servers: record.servers.clone() };
+    run.point_of_no_return(Step::Publish);
+    match store.put_cluster(&run.cluster.name, next).await {
+        Ok(()) => run.step(Step::Publish, format!("topology names {new_addr} at term {term}")),
+        // The store may name it already: going back could give two leaders.
+        Err(e @ ControlError::OutcomeUnknown(_)) => {
+            run.step(Step::Publish, format!("publishing the new primary: {e}; carrying on: the leadership conditions decide"))
+        }
+        Err(e) => return Err(Failed::Publish(e.to_string())),
+    }
+    run.report.term = term;
+    repoint(run, new_addr, targets, not_following).await;
+    Ok(if verify(run, episode).await { Outcome::Ok } else { Outcome::Held })
+}
+
+async fn promote(new: &mut Server) -> Result<(), String> {
+    new.stop_replicating().await.map_err(|e| e.to_string())?;
+    new.set_read_only(false).await.map_err(|e| e.to_string())
+}
+
+/// Point each target at `primary`, then wait (up to the catch-up timeout, at most
+/// 10 s) until each one's IO and SQL threads run against it. The step and
+/// `not_following` say which do not.
+pub(crate) async fn repoint(run: &mut Run<'_>, primary: &str, mut targets: Vec<Target<'_>>, mut not_following: Vec<String>) {
+    let s = run.cluster.settings();
+    let mut pointed = Vec::new();
+    for (addr, server, reset) in targets.iter_mut() {
+        match server.replicate_from(primary, &s.repl_user, &s.repl_password, *reset).await {
+            Ok(()) => pointed.push(addr.clone()),
+            Err(e) => not_following.push(format!("{addr}: {e}")),
+        }
+    }
+    let wait = s.catchup_timeout.min(std::time::Duration::from_secs(10));
+    let mut following = 0;
+    for (addr, server, _) in targets.iter_mut().filter(|(a, _, _)| pointed.contains(a)) {
+        match server.wait_following(primary, wait).await {
+            Ok(()) => following += 1,
+            Err(why) => not_following.push(format!("{addr}: {why}")),
+        }
+    }
+    let detail = if not_following.is_empty() {
+        format!("{following} server(s) replicate from {primary} (IO and SQL threads running)")
+    } else {
+        format!("{following} server(s) replicate from {primary}; NOT following: {}", not_following.join("; "))
+    };
+    if !not_following.is_empty() {
+        tracing::warn!(cluster = %run.cluster.name, %detail, "replicas not following the new primary");
+    }
+    run.report.not_following = not_following;
+    run.step(Step::Repoint, detail);
+}
+
+/// Wait (up to the max failover duration) for the supervisor to release `episode`.
+pub(crate) async fn verify(run: &mut Run<'_>, episode: u64) -> bool {
+    let cluster = run.cluster;
+    let mut rx = cluster.gate.watch();
+    let deadline = cluster.settings().max_failover_duration;
+    let left = tokio::time::timeout(deadline, rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering)).await;
+    let report = cluster.conditions.borrow().clone();
+    match left {
+        Ok(_) if report.episode == episode && report.all_hold => {
+            run.step(Step::Verify, "every leadership condition holds; draining");
+            true
+        }
+        _ => {
+            let failing = report.failing().join("; ");
+            run.step(Step::Verify, format!("not every condition held: {failing}"));
+            run.report.error = Some(format!("conditions not met: {failing}"));
+            false
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Unit tests of the control plane's decisions through the seam: planned
+//! reparents, failovers, cancel, the supervisor's releases and the leadership
+//! conditions, against [`crate::fake::FakeCluster`] with injected faults and
+//! paused time. The same procedures run against real MariaDB in `tests/`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::ClusterHandle;
+use crate::fake::FakeCluster;
+use crate::gate::{Phase, Release};
+use crate::run::{Outcome, ReparentError, Step};
+use crate::store::Store;
+use crate::Config;
+
+const A: &str = "10.0.0.1:3306";
+const B: &str = "10.0.0.2:3306";
+const C: &str = "10.0.0.3:3306";
+
+/// A cluster of A (primary), B, C on the fake, a file store at term 1, and the
+/// supervisor running.
+struct Fixture {
+    fake: FakeCluster,
+    cluster: Arc<ClusterHandle>,
+    store: Store,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn fixture(extra: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[topology]
+store = "file"
+path = {path:?}
+[reparent]
+transaction_grace_ms = 1000
+catchup_timeout_ms = 2000
+prepare_timeout_ms = 1000
+{extra}
+[[clusters]]
+name = "main"
+servers = ["{A}", "{B}", "{C}"]
+primary = "{A}"
+admin_user = "admin"
+admin_password = "x"
+repl_password = "r"
+durability = "semi_sync"
+"#,
+        path = dir.path().join("topology.json").display().to_string()
+    );
+    let config = Config::parse(&text).expect("config");
+    let fake = FakeCluster::new(&[A, B, C]);
+    let cluster = Arc::new(ClusterHandle::new(&config, &config.clusters[0], Arc::new(fake.clone())));
+    let stop = CancellationToken::new();
+    let store = Store::open(&config.topology, &config.clusters, stop.clone()).await.expect("store");
+    tokio::spawn(crate::supervisor::supervise(cluster.clone(), store.watch(), stop.clone()));
+    Fixture { fake, cluster, store, stop, _dir: dir }
+}
+
+impl Fixture {
+    fn primary(&self) -> (String, u64) {
+        let r = self.store.current().cluster("main").cloned().unwrap();
+        (r.primary, r.term)
+    }
+
+    /// Writes on A, acknowledged to clients (recorded as baton records them).
+    fn acked_writes(&self, addr: &str, n: usize) {
+        for _ in 0..n {
+            let g = self.fake.write(addr);
+            self.cluster.acked.record(g.as_bytes());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn planned_reparent_promotes_the_candidate_and_repoints_the_old_primary() {
+    let f = fixture("").await;
+    f.acked_writes(A, 3);
+    let r = crate::reparent::planned(&f.cluster, &f.store, Some(B)).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let names: Vec<Step> = r.steps.iter().map(|s| s.step).collect();
+    assert_eq!(
+        names,
+        [Step::Prepare, Step::Announce, Step::Grace, Step::Revoke, Step::CatchUp, Step::Promote, Step::Publish, Step::Repoint, Step::Verify]
+    );
+    assert_eq!(f.primary(), (B.to_string(), 2));
+    assert_eq!(f.fake.writable(), vec![B.to_string()]);
+    assert_eq!(f.fake.get(A).source.as_deref(), Some(B));
+    assert_eq!(f.fake.get(C).source.as_deref(), Some(B));
+    assert!(r.not_following.is_empty(), "{:?}", r.not_following);
+    assert_eq!(f.cluster.gate.status().last_release, Some(Release::ConditionsHold));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_write_does_not_block_the_revoke() {
+    let f = fixture("").await;
+    f.fake.with(A, |s| s.running_write = true);
+    let r = crate::reparent::planned(&f.cluster, &f.store, Some(B)).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let revoke = r.steps.iter().find(|s| s.step == Step::Revoke).unwrap();
+    assert!(revoke.detail.contains("(1 client statement(s) still running"), "{}", revoke.detail);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_candidate_that_cannot_catch_up_is_undone_and_the_old_primary_serves_again() {
+    let f = fixture("").await;
+    f.fake.with(B, |s| s.io_blocked = true);
+    f.acked_writes(A, 2);
+    let r = crate::reparent::planned(&f.cluster, &f.store, Some(B)).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Undone, "{r:?}");
+    assert!(r.error.as_deref().unwrap_or("").contains("did not reach"), "{r:?}");
+    assert_eq!(r.steps.last().unwrap().step, Step::Undo);
+    assert_eq!(f.primary(), (A.to_string(), 1), "nothing published");
+    assert_eq!(f.fake.writable(), vec![A.to_string()]);
+    assert_eq!(f.cluster.gate.status().last_release, Some(Release::Undone));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_promote_is_undone_with_the_candidate_read_only_again() {
+    let f = fixture("").await;
+    f.fake.with(B, |s| {
+        s.fail.insert("set_read_only");
+    });
+    let r = crate::reparent::planned(&f.cluster, &f.store, Some(B)).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Undone, "{r:?}");
+    assert!(r.error.as_deref().unwrap_or("").starts_with("promote failed"), "{r:?}");
+    assert_eq!(f.primary(), (A.to_string(), 1));
+    assert_eq!(f.fake.get(B).source.as_deref(), Some(A), "the candidate replicates from the old primary again");
+    assert_eq!(f.fake.writable(), vec![A.to_string()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_cancel_during_grace_undoes_and_later_cancels_are_refused() {
+    let f = fixture("").await;
+    // An open transaction keeps the grace step waiting.
+    let session = f.cluster.gate.admit().await.unwrap();
+    let (cluster, store) = (f.cluster.clone(), f.store.clone());
+    let task = tokio::spawn(async move { crate::reparent::planned(&cluster, &store, Some(B)).await });
+    let mut rx = f.cluster.gate.watch();
+    rx.wait_for(|s| s.phase == Phase::Buffering).await.unwrap();
+    f.cluster.cancel.request("main").unwrap();
+    drop(session);
+    let r = task.await.unwrap().unwrap();
+    assert_eq!(r.outcome, Outcome::Undone, "{r:?}");
+    assert!(r.cancel_requested);
+    assert!(r.steps.iter().any(|s| s.step == Step::Cancel));
+    assert!(!r.steps.iter().any(|s| s.step == Step::Revoke), "undone before the revoke: {r:?}");
+    assert_eq!(f.primary(), (A.to_string(), 1));
+    assert_eq!(f.fake.writable(), vec![A.to_string()]);
+    assert!(matches!(f.cluster.cancel.request("main"), Err(ReparentError::NotRunning(_))));
+}
+
+#[tokio::test]
+async fn cancel_switch_refuses_past_the_publish_step() {
+    let f = fixture("").await;
+    let run = crate::run::Run::new(&f.cluster, A, B, 1);
+    let mut run = run;
+    run.point_of_no_return(Step::Publish);
+    assert!(matches!(f.cluster.cancel.request("main"), Err(ReparentError::TooLate(_, Step::Publish))));
+    let _ = run.finish(Outcome::Ok, None);
+    assert!(matches!(f.cluster.cancel.request("main"), Err(ReparentError::NotRunning(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_promotes_the_most_advanced_replica_and_leaves_errant_ones_out() {
+    let f = fixture("").await;
+    f.acked_writes(A, 2);
+    // C gets one more of A's transactions than B; then A dies.
+    f.fake.with(B, |s| s.io_blocked = true);
+    f.acked_writes(A, 1);
+    f.fake.with(A, |s| s.down = true);
+    let r = crate::failover::emergency(&f.cluster, &f.store, "test").await.unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(f.primary(), (C.to_string(), 2));
+    assert_eq!(f.fake.writable(), vec![C.to_string()]);
+
+    // Now C is the primary; B diverges (a write of its own) and is reported errant.
+    let f2 = fixture("").await;
+    f2.acked_writes(A, 1);
+    f2.fake.with(C, |s| s.source = None);
+    f2.fake.write(C); // C's own transaction: errant
+    f2.cluster.health.lock().unwrap().errant = vec![format!("{C}: has 0-3-2 the primary lacks")];
+    f2.fake.with(A, |s| s.down = true);
+    f2.fake.with(C, |s| {
+        s.source = Some(A.into());
+        s.io_running = true;
+        s.sql_running = true;
+    });
+    let r = crate::failover::emergency(&f2.cluster, &f2.store, "test").await.unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert!(r.steps.iter().any(|s| s.step == Step::Exclude), "{r:?}");
+    assert_eq!(f2.primary(), (B.to_string(), 2), "the errant C is never elected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_refuses_a_split_brain_and_keeps_the_crashed_primary_revoked() {
+    let f = fixture("").await;
+    // B and C each have a transaction the other lacks.
+    for r in [B, C] {
+        f.fake.with(r, |s| {
+            s.source = None;
+            s.io_running = false;
+        });
+        f.fake.write(r);
+        f.fake.with(r, |s| {
+            s.source = Some(A.into());
+            s.io_running = true;
+            s.sql_running = false;
+        });
+    }
+    // A came back from a crash read-only: it must stay revoked.
+    f.fake.with(A, |s| s.read_only = true);
+    let r = crate::failover::emergency(&f.cluster, &f.store, "test").await.unwrap();
+    assert_eq!(r.outcome, Outcome::Refused, "{r:?}");
+    assert!(r.error.as_deref().unwrap_or("").contains("split brain"), "{r:?}");
+    assert_eq!(f.primary(), (A.to_string(), 1));
+    assert!(f.fake.writable().is_empty(), "nothing promoted, nothing given back: {:?}", f.fake.writable());
+    assert_eq!(f.cluster.gate.phase(), Phase::Buffering, "held: the gate is not released to a primary that was not serving");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_failover_gives_back_a_primary_that_was_writable() {
+    let f = fixture("").await;
+    // Acknowledged writes no replica received: the only candidate lacks them.
+    f.fake.with(B, |s| s.io_blocked = true);
+    f.fake.with(C, |s| s.down = true);
+    f.acked_writes(A, 2);
+    let r = crate::failover::emergency(&f.cluster, &f.store, "test").await.unwrap();
+    assert_eq!(r.outcome, Outcome::Refused, "{r:?}");
+    assert!(r.error.as_deref().unwrap_or("").contains("lacks writes baton acknowledged"), "{r:?}");
+    assert_eq!(f.fake.writable(), vec![A.to_string()]);
+    assert_eq!(f.cluster.gate.status().last_release, Some(Release::Refused));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_fences_a_hung_primary_before_promoting() {
+    let f = fixture("").await;
+    f.acked_writes(A, 1);
+    f.fake.with(A, |s| s.hung = true);
+    let r = crate::failover::emergency(&f.cluster, &f.store, "test").await.unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let revoke = r.steps.iter().find(|s| s.step == Step::Revoke).unwrap();
+    assert!(revoke.detail.contains("fencing it"), "{}", revoke.detail);
+    let (new, term) = f.primary();
+    assert_eq!(term, 2);
+    assert_ne!(new, A);
+    // The hung A was never made read-only, but nothing replicates from it: C1 held by fencing.
+    assert!(f.cluster.conditions.borrow().conditions.iter().any(|c| c.id == "C1" && c.reason.contains("fenced")));
+}
+
+#[tokio::test]
+async fn the_supervisor_cannot_release_an_episode_a_failover_took_over() {
+    let f = fixture("").await;
+    let gate = &f.cluster.gate;
+    let ep = gate.begin(1, A, "suspicion", false).unwrap();
+    assert_eq!(gate.begin(1, A, "failover", true), Some(ep), "the failover takes the same episode over");
+    assert!(!gate.release(ep, Release::SuspicionCleared), "a cleared suspicion must not release a failover's episode");
+    assert!(gate.release(ep, Release::ConditionsHold));
+}
+
+#[tokio::test(start_paused = true)]
+async fn conditions_fail_while_the_old_primary_is_writable_or_lacks_nothing_else() {
+    let f = fixture("").await;
+    f.acked_writes(A, 1);
+    // Topology names B at term 2 but A was never revoked; B still replicates.
+    f.store.put_cluster("main", crate::ClusterRecord { primary: B.into(), term: 2, servers: vec![A.into(), B.into(), C.into()] }).await.unwrap();
+    let gate = f.cluster.gate.clone();
+    gate.begin(1, A, "test", true).unwrap();
+    let status = gate.status();
+    let report = crate::conditions::evaluate(&f.cluster, &f.store.current(), &status, &Default::default()).await;
+    let failing = report.failing().join(" | ");
+    assert!(!report.all_hold);
+    assert!(failing.contains("C1") && failing.contains("still writable"), "{failing}");
+    assert!(failing.contains("C3") && failing.contains("read_only=ON"), "{failing}");
+    // Revoke A, promote B: every condition holds.
+    f.fake.with(A, |s| s.read_only = true);
+    f.fake.with(B, |s| {
+        s.source = None;
+        s.read_only = false;
+    });
+    f.fake.with(C, |s| s.source = Some(B.into()));
+    let report = crate::conditions::evaluate(&f.cluster, &f.store.current(), &status, &report).await;
+    assert!(report.all_hold, "{:?}", report.failing());
+    // An acknowledged GTID B lacks: C4 fails.
+    f.cluster.acked.record(b"0-1-99");
+    let report = crate::conditions::evaluate(&f.cluster, &f.store.current(), &status, &report).await;
+    assert!(report.failing().join(" ").contains("C4"), "{:?}", report.failing());
+    let _ = Duration::ZERO;
+}
