@@ -177,3 +177,106 @@ fn check_config_probe_logs_in_with_both_accounts() {
     assert_eq!(out.matches("replication account \"repl\": FAILED").count(), info.servers.len(), "{out}");
     assert!(out.contains("Access denied"), "{out}");
 }
+
+/// Wait until the gate holds requests (the reparent is past its announce step).
+async fn until_buffering(running: &baton::Running) {
+    let gate = running.proxy.clusters["main"].gate.clone();
+    wait_for("the reparent to announce", Duration::from_secs(10), || gate.phase() == baton_control::gate::Phase::Buffering).await;
+}
+
+/// Wait until the cluster's last reparent is over; returns its report.
+async fn until_ended(running: &baton::Running) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = last_reparent(running).await;
+        if r["outcome"] != "running" && !r.is_null() {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "the reparent never ended: {r:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Item 1: cancellation is an explicit, authenticated request that undoes cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_cancel_undoes_a_reparent_before_the_revoke() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let extra = FAST.replace("transaction_grace_ms = 1500", "transaction_grace_ms = 8000");
+    let (running, _dir) = start_baton(&info, &primary, &extra, "none").await;
+    let port = running.mysql_addr.port();
+    let admin_addr = running.admin_addr;
+    // Nothing to cancel yet.
+    let (status, body) = http(admin_addr, "POST", "/api/v1/clusters/main/cancel", Some(TOKEN), "").await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("not_running")), "{body:#}");
+    // An open transaction keeps the grace step waiting (8 s).
+    let mut tx = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    tx.query_drop("BEGIN").await.unwrap();
+    tx.query_drop("SELECT 1").await.unwrap();
+    let other = info.servers.iter().find(|s| **s != primary).unwrap().clone();
+    let to = other.clone();
+    let req =
+        tokio::spawn(async move { http(admin_addr, "POST", "/api/v1/clusters/main/reparent", Some(TOKEN), &format!("{{\"to\": \"{to}\"}}")).await });
+    until_buffering(&running).await;
+    // Without the token: refused, and nothing changes.
+    let (status, _) = http(admin_addr, "POST", "/api/v1/clusters/main/cancel", None, "").await;
+    assert_eq!(status, 401);
+    let started = std::time::Instant::now();
+    let (status, body) = http(admin_addr, "POST", "/api/v1/clusters/main/cancel", Some(TOKEN), "").await;
+    assert_eq!(status, 202, "{body:#}");
+    drop(tx);
+    let (status, report) = req.await.unwrap();
+    assert_eq!(status, 500, "{report:#}");
+    assert_eq!(report["outcome"], "undone", "{report:#}");
+    assert_eq!(report["cancel_requested"], true, "{report:#}");
+    assert!(report["error"].as_str().unwrap_or("").contains("cancelled by an operator"), "{report:#}");
+    assert!(!report["steps"].as_array().unwrap().iter().any(|s| s["step"] == "revoke"), "undone before the revoke: {report:#}");
+    assert!(started.elapsed() < Duration::from_secs(7), "the cancel waited out the grace period");
+    // Undone cleanly: same primary and term, writable, writes go through at once.
+    let record = running.store.current().cluster("main").cloned().unwrap();
+    assert_eq!(record.primary, primary);
+    let mut p = admin(&primary).await;
+    assert_eq!(scalar(&mut p, "SELECT @@GLOBAL.read_only").await, "0");
+    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    let port_now: Option<u16> = c.query_first("SELECT @@port").await.unwrap();
+    assert_eq!(format!("127.0.0.1:{}", port_now.unwrap()), primary);
+    assert_eq!(running.proxy.clusters["main"].gate.phase(), baton_control::gate::Phase::Idle);
+    let (status, body) = http(admin_addr, "POST", "/api/v1/clusters/main/cancel", Some(TOKEN), "").await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("not_running")), "{body:#}");
+    running.shutdown(Some(Duration::from_millis(200))).await;
+}
+
+/// Item 1: Ctrl-C on `baton ctl reparent` stops watching, says the reparent is
+/// still running and how to follow and cancel it; the reparent ends `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctl_interrupted_says_still_running_and_the_reparent_ends() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start_baton(&info, &primary, FAST, "none").await;
+    let port = running.mysql_addr.port();
+    let mut tx = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    tx.query_drop("BEGIN").await.unwrap();
+    tx.query_drop("SELECT 1").await.unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["ctl", "--admin", &running.admin_addr.to_string(), "--token", TOKEN, "reparent", "main"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    until_buffering(&running).await;
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("still running") && stderr.contains("baton ctl cancel main"), "{stderr}");
+    drop(tx);
+    let report = until_ended(&running).await;
+    assert_eq!(report["outcome"], "ok", "{report:#}");
+    assert_ne!(running.store.current().cluster("main").unwrap().primary, primary);
+    let (status, report) = reparent(&running, &primary).await;
+    assert_eq!(status, 200, "{report:#}");
+    running.shutdown(Some(Duration::from_millis(200))).await;
+}
