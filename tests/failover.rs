@@ -199,14 +199,70 @@ async fn hung_primary_is_detected_replaced_and_revoked_when_it_wakes() {
     let h = running.proxy.clusters["main"].health.lock().unwrap().clone();
     println!("after SIGCONT: {:?} / errant {:?}", h.last_action, h.errant);
     running.shutdown(Some(Duration::from_millis(100))).await;
-    // Leave the cluster usable for the next test.
-    let mut old = admin(&primary).await;
+    rebuild_as_replica(&primary, &new_primary).await;
+}
+
+/// Leave the cluster usable for the next test: a woken old primary that was
+/// kept out (errant) is rebuilt as a replica of `new_primary`.
+async fn rebuild_as_replica(old_primary: &str, new_primary: &str) {
+    let mut old = admin(old_primary).await;
     if source_of(&mut old).await.is_empty() {
         old.query_drop("RESET MASTER").await.unwrap();
-        let pos = scalar(&mut admin(&new_primary).await, "SELECT @@gtid_binlog_pos").await;
+        let pos = scalar(&mut admin(new_primary).await, "SELECT @@gtid_binlog_pos").await;
         let (_, port) = new_primary.rsplit_once(':').unwrap();
-        old.query_drop(format!("SET GLOBAL gtid_slave_pos='{pos}'; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE")).await.unwrap();
+        old.query_drop(format!("SET GLOBAL read_only=ON; SET GLOBAL gtid_slave_pos='{pos}'; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE")).await.unwrap();
     }
+}
+
+/// Issue 11, item 6: when a failover begins, every backend connection of the
+/// old term is closed first. A write sent to a primary that hangs (SIGSTOP) is
+/// answered "outcome unknown" (9105) as the failover starts, before it elects
+/// and publishes the new primary, so nothing sent to the old primary can be
+/// acknowledged after the election read the acknowledged GTIDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_closes_the_old_terms_connections_before_it_elects() {
+    let _l = LOCK.lock().await;
+    logs();
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start_auto(&info, &primary).await;
+    let port = running.mysql_addr.port();
+    table(port).await;
+    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    c.query_drop("SELECT 1").await.unwrap();
+    signal(&info, &primary, "STOP");
+    let write = tokio::spawn(async move {
+        let r = c.query_drop("INSERT INTO rp_rows (writer, seq, kind) VALUES (61, 1, 'hung')").await;
+        (r, std::time::Instant::now())
+    });
+    let (r, answered) = tokio::time::timeout(Duration::from_secs(30), write).await.expect("the hung write was never answered").unwrap();
+    let report = running.proxy.clusters["main"].last_reparent.lock().unwrap().clone().expect("a failover began");
+    let steps: Vec<&str> = report.steps.iter().map(|s| s.step.name()).collect();
+    let code = match &r {
+        Err(mysql_async::Error::Server(e)) => e.code,
+        other => panic!("the hung write answered {other:?}"),
+    };
+    assert_eq!(code, 9105, "{r:?}");
+    assert!(!steps.contains(&"elect") && !steps.contains(&"publish"), "answered only after the election: {steps:?}");
+    assert!(report.steps[0].detail.contains("1 backend connection(s) of the old term closed"), "{:?}", report.steps[0]);
+    let new_primary = wait_term(&running, 2, Duration::from_secs(30)).await;
+    assert!(answered.elapsed() < Duration::from_secs(30));
+    signal(&info, &primary, "CONT");
+    // The woken primary is revoked, and the write is either nowhere or kept out
+    // with it (errant): never acknowledged, never on the new primary.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = mysql_async::Conn::new(admin_opts(&primary)).await {
+            if scalar(&mut c, "SELECT @@read_only").await == "1" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the woken primary was not revoked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!rows(&new_primary).await.contains_key(&(61, 1)), "the unacknowledged write reached the new primary");
+    running.shutdown(Some(Duration::from_millis(100))).await;
+    rebuild_as_replica(&primary, &new_primary).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

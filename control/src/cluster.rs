@@ -55,6 +55,8 @@ pub struct ClusterHandle {
     pub sql: Arc<dyn Connect>,
     /// The operator's cancel switch for the reparent or failover in progress.
     pub cancel: crate::run::CancelSwitch,
+    /// The data path's backend connections, closed when a failover begins.
+    pub fence: Arc<crate::fence::BackendFence>,
 }
 
 /// All clusters by name.
@@ -144,6 +146,7 @@ impl ClusterHandle {
             health: std::sync::Mutex::new(Default::default()),
             sql,
             cancel: Default::default(),
+            fence: Default::default(),
         }
     }
 }

@@ -28,7 +28,14 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     let Some(episode) = cluster.gate.begin(record.term, &old, &format!("failover ({trigger})"), true) else {
         unreachable!("planned episodes are never skipped")
     };
-    run.step(Step::Announce, format!("buffering at term {} (episode {episode}): {trigger}", record.term));
+    // Every backend connection of the old term is closed first: nothing sent
+    // to the old primary can be acknowledged after the elect step reads the
+    // acknowledged GTIDs (their clients get the documented 9105/9101).
+    let closed = cluster.fence.close_all();
+    run.step(
+        Step::Announce,
+        format!("buffering at term {} (episode {episode}): {trigger}; {closed} backend connection(s) of the old term closed", record.term),
+    );
 
     // Revoke the old primary if it still answers (a failover asked of a live primary).
     let mut short = settings.admin.clone();

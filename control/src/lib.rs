@@ -13,6 +13,7 @@
 //! - [`conditions`] + [`supervisor`]: the leadership conditions, re-checked while
 //!   buffering; only they release the gate.
 //! - [`reparent`]: the planned reparent; [`failover`]: the emergency one.
+//! - [`fence`]: closing the old term's backend connections when a failover begins.
 //! - [`health`]: checks every server; suspicion, automatic failover, fencing, rejoin.
 //! - [`server`]: control-plane SQL against one server.
 //! - [`gtid`]: GTID positions and the GTIDs acknowledged to clients.
@@ -32,6 +33,7 @@ pub mod establish;
 pub mod failover;
 #[cfg(test)]
 mod fake;
+pub mod fence;
 pub mod gate;
 pub mod gtid;
 pub mod health;

@@ -258,6 +258,23 @@ async fn failover_fences_a_hung_primary_before_promoting() {
     assert!(f.cluster.conditions.borrow().conditions.iter().any(|c| c.id == "C1" && c.reason.contains("fenced")));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_hung_primary_that_wakes_mid_failover_is_revoked_and_the_failover_completes() {
+    let f = fixture("").await;
+    f.acked_writes(A, 1);
+    f.fake.with(A, |s| s.hung = true);
+    let (cluster, store) = (f.cluster.clone(), f.store.clone());
+    let task = tokio::spawn(async move { crate::failover::emergency(&cluster, &store, "test").await });
+    let mut topo = f.store.watch();
+    topo.wait_for(|t| t.cluster("main").is_some_and(|r| r.term == 2)).await.unwrap();
+    // It wakes, still writable, before the supervisor released the episode.
+    f.fake.with(A, |s| s.hung = false);
+    let r = task.await.unwrap().unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let new = f.primary().0;
+    assert_eq!(f.fake.writable(), vec![new], "the woken old primary was revoked");
+}
+
 #[tokio::test]
 async fn the_supervisor_cannot_release_an_episode_a_failover_took_over() {
     let f = fixture("").await;

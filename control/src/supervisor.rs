@@ -1,7 +1,9 @@
 //! The per-cluster supervisor: while the gate buffers, it re-checks every
 //! leadership condition (every `check_interval`, and whenever the topology
 //! changes) and releases the gate only when all hold; past the max failover
-//! duration it fails the held requests. It reads state (the gate's status, the
+//! duration it fails the held requests. An old primary that answers again,
+//! writable, once the topology names another at a newer term (a hung primary
+//! woken mid-failover) is revoked here, so C1 can hold. It reads state (the gate's status, the
 //! topology) each round, so nothing it needs can be missed.
 
 use std::sync::Arc;
@@ -51,7 +53,15 @@ pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Ar
             if !all && report.failing() != prev.failing() {
                 tracing::info!(cluster = %cluster.name, episode, failing = ?report.failing(), "leadership conditions");
             }
+            let revoke_old = !all && report.term > status.start_term && report.new_primary != status.old_primary && c1_writable(&report);
             cluster.conditions.send_replace(report);
+            if revoke_old {
+                // The old primary answers again, writable, after the topology named
+                // another at a newer term (a hung primary woke up mid-failover):
+                // revoke it now; C1 is re-checked next round. Left writable, it
+                // would block the release until the max failover duration.
+                revoke(&cluster, &status.old_primary).await;
+            }
             if all {
                 tracing::info!(cluster = %cluster.name, episode, "every leadership condition holds; releasing");
                 cluster.gate.release(episode, Release::ConditionsHold);
@@ -63,6 +73,32 @@ pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Ar
                 _ = topo.changed() => {}
             }
         }
+    }
+}
+
+/// Whether C1 fails because the old primary answered writable.
+fn c1_writable(report: &conditions::ConditionsReport) -> bool {
+    report.conditions.iter().any(|c| c.id == "C1" && !c.holds && c.reason.contains("still writable"))
+}
+
+/// Revoke `old`: read_only=ON, its client connections killed.
+async fn revoke(cluster: &ClusterHandle, old: &str) {
+    let user = cluster.settings().admin.user;
+    let r = match cluster.connect(old).await {
+        Ok(mut s) => {
+            let r = async {
+                s.set_read_only(true).await?;
+                s.kill_clients(&user).await
+            }
+            .await;
+            s.close().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(killed) => tracing::warn!(cluster = %cluster.name, old, killed, "the old primary answered again, writable: revoked (read_only=ON)"),
+        Err(e) => tracing::warn!(cluster = %cluster.name, old, error = %e, "the old primary answered again, writable; revoking it failed"),
     }
 }
 

@@ -81,6 +81,9 @@ pub struct Backend {
     nonce: Vec<u8>,
     /// When this backend last delivered a packet.
     last_read: std::time::Instant,
+    /// Its place in the cluster's fence (closed when a failover begins); None
+    /// until the session registers it.
+    pub fence: Option<baton_control::fence::Registration>,
 }
 
 /// A connection whose greeting was read; not logged in yet.
@@ -190,7 +193,7 @@ impl Greeted {
 
         auth_reply(&mut io, login, &plugin).await?;
         let defaults = ServerDefaults { tracking: ClientTracking::default(), max_allowed_packet: 16 << 20 };
-        let mut backend = Backend { io, addr, caps, connection_id, defaults, nonce, last_read: std::time::Instant::now() };
+        let mut backend = Backend { io, addr, caps, connection_id, defaults, nonce, last_read: std::time::Instant::now(), fence: None };
         backend.setup(login.collation, true).await?;
         Ok(backend)
     }
@@ -283,6 +286,19 @@ fn switch_nonce<'a>(plugin: &[u8], data: &'a [u8]) -> &'a [u8] {
 }
 
 impl Backend {
+    /// Register this connection with `fence` (its socket is shut down, and its
+    /// acknowledgements refused, when a failover begins).
+    pub fn fence_with(&mut self, fence: &std::sync::Arc<baton_control::fence::BackendFence>) {
+        if let Some(tcp) = self.io.get_ref().tcp() {
+            self.fence = Some(fence.register(tcp));
+        }
+    }
+
+    /// The fence generation this connection was registered at.
+    pub fn fence_generation(&self) -> Option<u64> {
+        self.fence.as_ref().map(|r| r.generation)
+    }
+
     /// After a login or COM_CHANGE_USER: read the session's defaults, switch
     /// baton's tracking on, and set a collation the login could not name.
     async fn setup(&mut self, collation: u16, set_collation: bool) -> Result<(), BackendError> {

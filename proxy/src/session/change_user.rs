@@ -77,7 +77,8 @@ impl Session {
         match result {
             Ok(fresh) => {
                 drop(admission);
-                if let Some((backend, term)) = fresh {
+                if let Some((mut backend, term)) = fresh {
+                    backend.fence_with(&cluster.fence);
                     if let Some(old) = self.backend.replace(backend) {
                         old.quit().await;
                     }

@@ -160,7 +160,7 @@ impl Session {
             },
             None => route::connect_primary(&ctx, &cluster.name, &login, registration.client_id()).await,
         };
-        let (backend, term) = match connected {
+        let (mut backend, term) = match connected {
             Ok(b) => b,
             Err(e) => {
                 client.send(hello.next_seq, &e.payload()).await?;
@@ -168,6 +168,7 @@ impl Session {
             }
         };
         drop(admission);
+        backend.fence_with(&cluster.fence);
         registration.moved(Thread { addr: backend.addr.clone(), id: backend.connection_id });
         client.send(hello.next_seq, &proto::ok_payload(0, proto::SERVER_STATUS_AUTOCOMMIT)).await?;
         let mut state = SessionState::new(hello.db);

@@ -49,6 +49,7 @@ impl Session {
             if first && class == Class::Err && proto::parse_err(pkt.payload()).is_some_and(|e| is_read_only(&e)) {
                 return Ok(Relayed::ReadOnly(Bytes::copy_from_slice(pkt.payload())));
             }
+            let was_first = first;
             first = false;
             self.relayed_any = true;
             let seq = pkt.seq();
@@ -93,7 +94,18 @@ impl Session {
                     if let Some(at) = old.as_mut().and_then(|o| o.status_at.take()) {
                         self.client.patch(at, &(status & !proto::SERVER_SESSION_STATE_CHANGED).to_le_bytes());
                     }
-                    self.relay_ok(header, &pkt.bytes, out_seq, old.is_some());
+                    if self.relay_ok(header, &pkt.bytes, out_seq, old.is_some()) {
+                        // Fenced: a failover began and closed this connection's
+                        // term; its commit may or may not be on the new primary.
+                        // Nothing of this response reached the client if it was
+                        // its first packet: the documented "outcome unknown" error.
+                        if was_first {
+                            self.relayed_any = false;
+                        }
+                        return Err(ProxyError::BackendLost(
+                            "a failover closed the old primary's connections before this write was acknowledged".into(),
+                        ));
+                    }
                 }
                 Class::Eof { status } => {
                     self.state.status = status;
@@ -146,11 +158,13 @@ impl Session {
 
     /// Track what an OK packet says, and relay it in the form the client expects
     /// (sequence id `seq`; an OK terminator as an EOF for an old-EOF client).
-    fn relay_ok(&mut self, header: u8, bytes: &[u8], seq: u8, old_eof: bool) {
+    /// True (and nothing relayed): its GTID was refused by the cluster's fence
+    /// (a failover began since this connection was made).
+    fn relay_ok(&mut self, header: u8, bytes: &[u8], seq: u8, old_eof: bool) -> bool {
         let payload = &bytes[4..];
         let Some(ok) = proto::parse_ok(payload) else {
             self.client.queue_raw_with_seq(bytes, seq);
-            return;
+            return false;
         };
         if ok.last_insert_id != 0 {
             self.state.last_insert_id = ok.last_insert_id;
@@ -165,8 +179,8 @@ impl Session {
             match change {
                 StateChange::SystemVariable { name, value } => {
                     if name == b"last_gtid" {
-                        if !value.is_empty() {
-                            self.cluster.acked.record(value);
+                        if !value.is_empty() && !self.acknowledge(value) {
+                            return true;
                         }
                     } else if name.eq_ignore_ascii_case(TRACK_VARIABLES) {
                         self.state.tracking.set_variables(value);
@@ -196,12 +210,12 @@ impl Session {
         if old_eof && header == 0xfe {
             let eof = proto::eof_payload(ok.warnings, ok.status & !proto::SERVER_SESSION_STATE_CHANGED);
             self.client.queue(seq, &eof);
-            return;
+            return false;
         }
         if !self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
             let plain = proto::ok_without_session_track(header, &ok);
             self.client.queue(seq, &plain);
-            return;
+            return false;
         }
         match self.state.tracking.filter(ok.session_state) {
             Cow::Borrowed(_) => self.client.queue_raw_with_seq(bytes, seq),
@@ -210,6 +224,14 @@ impl Session {
                 self.client.queue(seq, &p);
             }
         }
+        false
+    }
+
+    /// Record an acknowledged GTID list through the cluster's fence. False: the
+    /// connection predates a failover's fence; not recorded, not to be acknowledged.
+    pub(super) fn acknowledge(&self, gtid: &[u8]) -> bool {
+        let acked = &self.cluster.acked;
+        self.cluster.fence.acknowledge(self.backend.as_ref().and_then(|b| b.fence_generation()), || acked.record(gtid))
     }
 
     /// LOCAL INFILE: relay the client's file packets up to the empty one, their

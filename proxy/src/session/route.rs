@@ -420,6 +420,7 @@ impl Session {
         tracing::debug!(addr = %backend.addr, term, "session moved to the primary");
         self.registration.moved(Thread { addr: backend.addr.clone(), id: backend.connection_id });
         self.max_packet = backend.defaults.max_allowed_packet.min(self.ctx.limits().max_allowed_packet);
+        backend.fence_with(&self.cluster.fence);
         self.backend = Some(backend);
         self.backend_term = term;
         Ok(())
@@ -578,7 +579,13 @@ impl Session {
                     }
                 }
                 if let Some(g) = gtid.as_ref().filter(|g| !g.is_empty()) {
-                    self.cluster.acked.record(g);
+                    let acked = &self.cluster.acked;
+                    if !self.cluster.fence.acknowledge(b.fence_generation(), || acked.record(g)) {
+                        // Already answered OK (the client had tracking off): a
+                        // failover fenced this connection in between. Logged; the
+                        // outcome on the new primary is what its history says.
+                        tracing::warn!(gtid = %String::from_utf8_lossy(g), "a write acknowledged after a failover's fence");
+                    }
                 }
             }
             self.reassert_tracking = true;
