@@ -124,6 +124,9 @@ fn print_cluster(c: &Value) {
     if b["phase"] != "idle" {
         println!("  buffering because: {}", b["reason"].as_str().unwrap_or(""));
     }
+    if let Some(why) = b["no_primary"].as_str() {
+        println!("  NO PRIMARY (requests fail at once with 9109): {why}");
+    }
     println!("  {:<22} {:<8} {:<9} {:<9} {:<22} {:<22} lag", "server", "role", "reachable", "read_only", "gtid", "replicates from");
     for s in c["servers"].as_array().into_iter().flatten() {
         let r = &s["replication"];

@@ -61,6 +61,8 @@ pub async fn cluster(handle: &ClusterHandle, topo: &Topology) -> Value {
             "queued": gate.queued,
             "active": gate.active,
             "buffering_for_ms": buffering_for_ms,
+            "last_release": gate.last_release,
+            "no_primary": gate.no_primary,
         },
         "acknowledged_gtids": handle.acked.position(),
         "conditions": handle.conditions.borrow().clone(),

@@ -174,3 +174,61 @@ async fn a_primary_that_comes_back_is_re_established_when_nothing_else_was_promo
     running.shutdown(Some(Duration::from_millis(200))).await;
     heal(&info).await;
 }
+
+/// Issue 11, item 7: a named primary that answers but cannot be re-established
+/// (here read-only without a restart: another tool's revocation), with nothing
+/// else promoted, is no primary that will come. Requests fail at once with 9109
+/// naming why (not after the 60 s max failover duration); the status says why;
+/// once it serves again, requests pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_fail_fast_while_no_primary_can_come() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start(&info, &primary, false).await;
+    let port = running.mysql_addr.port();
+    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    c.query_drop("DROP TABLE IF EXISTS ff_rows; CREATE TABLE ff_rows (id INT PRIMARY KEY)").await.unwrap();
+    c.query_drop("INSERT INTO ff_rows VALUES (1)").await.unwrap();
+    let seen = std::time::Instant::now() + Duration::from_secs(10);
+    while status(&running).await["health"]["servers"].as_array().is_none_or(|s| s.is_empty()) {
+        assert!(std::time::Instant::now() < seen, "no health check");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin(&primary).await.query_drop("SET GLOBAL read_only=ON").await.unwrap();
+    let started = std::time::Instant::now();
+    let r = c.query_drop("INSERT INTO ff_rows VALUES (2)").await;
+    let code = match &r {
+        Err(mysql_async::Error::Server(e)) => (e.code, e.message.clone()),
+        other => panic!("the write answered {other:?}"),
+    };
+    assert_eq!(code.0, 9109, "{code:?}");
+    assert!(code.1.contains("did not restart since it last served writes"), "{code:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "held {:?} before failing", started.elapsed());
+    let why = status(&running).await["buffer"]["no_primary"].as_str().unwrap_or("").to_string();
+    assert!(why.contains("baton ctl failover main"), "{why}");
+    // A new session fails at once too (its login waits at the gate like a write).
+    let t = std::time::Instant::now();
+    let r = mysql_async::Conn::new(opts(port, Some("baton_test"))).await;
+    assert!(matches!(&r, Err(mysql_async::Error::Server(e)) if e.code == 9109), "{:?}", r.map(|_| ()));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let r = c.query_drop("INSERT INTO ff_rows VALUES (3)").await;
+    assert!(matches!(&r, Err(mysql_async::Error::Server(e)) if e.code == 9109), "{r:?}");
+    // It serves again: requests pass.
+    admin(&primary).await.query_drop("SET GLOBAL read_only=OFF").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.query_drop("INSERT INTO ff_rows VALUES (4)").await {
+            Ok(()) => break,
+            Err(mysql_async::Error::Server(e)) if e.code == 9109 => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "requests still fail: {:#}", status(&running).await["buffer"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut d = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    let ids: Vec<i64> = d.query("SELECT id FROM ff_rows ORDER BY id").await.unwrap();
+    assert_eq!(ids, vec![1, 4], "a write that got 9109 ran");
+    assert!(status(&running).await["buffer"]["no_primary"].is_null());
+    running.shutdown(Some(Duration::from_millis(200))).await;
+}

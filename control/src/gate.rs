@@ -63,6 +63,10 @@ pub enum GateError {
     WindowExpired,
     /// The failover lasted longer than the max failover duration.
     MaxDuration,
+    /// No primary is coming: the named one answers but cannot be re-established
+    /// and nothing else was promoted ([`Gate::no_primary`]); the reason is in
+    /// [`GateStatus::no_primary`]. Answered at once until that changes.
+    NoPrimary,
 }
 
 /// Why an episode was released (drained to a primary). Each names who may release.
@@ -103,6 +107,9 @@ pub struct GateStatus {
     pub queued: usize,
     /// Why the last episode was released (None: never, or it failed).
     pub last_release: Option<Release>,
+    /// Set while no primary is coming (see [`Gate::no_primary`]): why, and what
+    /// an operator can do. Requests fail at once with [`GateError::NoPrimary`].
+    pub no_primary: Option<String>,
     /// Sessions executing a command or inside a transaction.
     pub active: usize,
 }
@@ -147,6 +154,8 @@ pub struct Gate {
     active: AtomicUsize,
     /// Woken when `active` drops to zero while an episode is on.
     inactive: tokio::sync::Notify,
+    /// Mirror of `status.no_primary.is_some()` (fail fast without the lock).
+    no_primary: std::sync::atomic::AtomicBool,
     /// Set while a reparent's prepare step slows writers down so the candidate can
     /// catch up: admissions then take a permit of `throttle`.
     throttled: std::sync::atomic::AtomicBool,
@@ -192,6 +201,7 @@ impl Gate {
             since: None,
             queued: 0,
             last_release: None,
+            no_primary: None,
             active: 0,
         };
         let (tx, _) = watch::channel(status.clone());
@@ -203,6 +213,7 @@ impl Gate {
             inactive: tokio::sync::Notify::new(),
             throttled: std::sync::atomic::AtomicBool::new(false),
             throttle: Mutex::new(None),
+            no_primary: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner { ended: Vec::new(), status, queue: VecDeque::new(), next_id: 1, last_end: None }),
             tx,
             limits: Mutex::new(limits),
@@ -284,6 +295,9 @@ impl Gate {
     /// Pass the gate: at once when idle or draining; when buffering, wait in line
     /// until released (or fail with the reason the request was evicted).
     pub async fn admit(self: &Arc<Self>) -> Result<Admission, GateError> {
+        if self.no_primary.load(Ordering::SeqCst) {
+            return Err(GateError::NoPrimary);
+        }
         // Fast path: idle. Counted as active first, then the phase re-checked, so a
         // reparent that announces meanwhile either sees us active or we see it.
         if self.phase.load(Ordering::SeqCst) == 0 {
@@ -382,6 +396,13 @@ impl Gate {
             self.set_throttle(None);
         }
         let r = self.update(|i| {
+            if planned && i.status.no_primary.take().is_some() {
+                // A reparent or failover: a primary may come after all.
+                self.no_primary.store(false, Ordering::SeqCst);
+            }
+            if !planned && i.status.no_primary.is_some() {
+                return None;
+            }
             if i.status.phase == Phase::Buffering {
                 if planned {
                     i.status.planned = true;
@@ -505,6 +526,45 @@ impl Gate {
         }
         tracing::warn!(episode, failed = n, ?error, "buffering episode failed");
         n
+    }
+
+    /// No primary is coming (item 7 of issue 11: the named primary answers but
+    /// cannot be re-established, and nothing else was promoted): fail the held
+    /// requests of a reactive episode with [`GateError::NoPrimary`] now, rather
+    /// than at the max failover duration, and answer new ones the same way at
+    /// once, until [`Gate::primary_back`] or a reparent or failover begins.
+    /// `why` is shown in the status. Returns how many held requests failed.
+    pub fn no_primary(&self, why: &str) -> usize {
+        let waiters = self.update(|i| {
+            if i.status.no_primary.as_deref() != Some(why) {
+                tracing::warn!(why, "no primary is coming: requests fail at once (9109)");
+            }
+            i.status.no_primary = Some(why.to_string());
+            self.no_primary.store(true, Ordering::SeqCst);
+            if i.status.phase != Phase::Buffering || i.status.planned {
+                return Vec::new();
+            }
+            i.status.phase = Phase::Idle;
+            i.last_end = Some(Instant::now());
+            if let Some(t) = i.status.since {
+                i.ended.push(t.elapsed());
+            }
+            i.queue.drain(..).collect::<Vec<_>>()
+        });
+        let n = waiters.len();
+        for w in waiters {
+            let _ = w.tx.send(Err(GateError::NoPrimary));
+        }
+        n
+    }
+
+    /// The primary serves again (or another was established): requests pass.
+    pub fn primary_back(&self) {
+        if self.no_primary.load(Ordering::SeqCst) {
+            self.update(|i| i.status.no_primary = None);
+            self.no_primary.store(false, Ordering::SeqCst);
+            tracing::info!("a primary serves again: requests pass");
+        }
     }
 
     /// Wait until no session is active (executing or in a transaction), up to `timeout`.
@@ -653,5 +713,34 @@ mod tests {
         assert_eq!(gate.status().phase, Phase::Idle);
         assert!(gate.begin(1, "a", "reactive", false).is_none(), "too soon after the last episode");
         assert!(gate.begin(1, "a", "planned", true).is_some(), "a planned reparent is not throttled");
+    }
+
+    #[tokio::test]
+    async fn no_primary_fails_held_requests_at_once_until_a_primary_is_back() {
+        let gate = Gate::new(BufferLimits {
+            window: Duration::from_secs(30),
+            size: 10,
+            max_failover_duration: Duration::from_secs(30),
+            min_time_between_failovers: Duration::ZERO,
+            drain_concurrency: 2,
+        });
+        gate.begin(1, "a", "primary down", false).unwrap();
+        let g = gate.clone();
+        let held = tokio::spawn(async move { g.admit().await.map(|_| ()) });
+        while gate.status().queued == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.no_primary("a is back read-only but lacks acknowledged writes"), 1);
+        assert_eq!(held.await.unwrap(), Err(GateError::NoPrimary));
+        assert_eq!(gate.phase(), Phase::Idle);
+        assert_eq!(gate.admit().await.map(|_| ()), Err(GateError::NoPrimary), "new requests fail at once");
+        assert_eq!(gate.begin(1, "a", "1290", false), None, "no reactive episode while no primary is coming");
+        gate.primary_back();
+        assert!(gate.status().no_primary.is_none());
+        assert!(gate.admit().await.is_ok());
+        // A failover clears it too.
+        gate.no_primary("x");
+        assert!(gate.begin(1, "a", "failover", true).is_some());
+        assert!(gate.status().no_primary.is_none());
     }
 }

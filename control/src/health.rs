@@ -133,7 +133,7 @@ async fn reestablish(
     servers: &[ServerHealth],
     errant: &[String],
     last_writable: Option<std::time::Instant>,
-) -> Option<String> {
+) -> Option<Result<String, String>> {
     let status = cluster.gate.status();
     let p = primary?;
     let applies = status.phase == Phase::Buffering
@@ -148,27 +148,32 @@ async fn reestablish(
         return None;
     }
     if let Some(w) = servers.iter().find(|s| s.addr != p.addr && s.read_only == Some(false)) {
-        return Some(format!("{} is back read-only but not re-established: {} is writable", p.addr, w.addr));
+        return Some(Err(format!("{} is back read-only but not re-established: {} is writable", p.addr, w.addr)));
     }
     if errant.iter().any(|e| errant_addr(e) == p.addr) {
-        return Some(format!("{} is back read-only but errant: not re-established", p.addr));
+        return Some(Err(format!("{} is back read-only but errant: not re-established", p.addr)));
     }
     let acked = cluster.acked.position();
     let pstate = p.gtid_history.as_deref().or(p.gtid_binlog_state.as_deref()).unwrap_or_default();
     if let Err(why) = gtid::contains(pstate, &acked) {
-        return Some(format!("{} is back read-only but lacks acknowledged writes ({why}): not re-established; fail over to a replica", p.addr));
+        return Some(Err(format!("{} is back read-only but lacks acknowledged writes ({why}): not re-established; fail over to a replica", p.addr)));
     }
     // A replica ahead of it (a transaction the crash recovery dropped here, e.g.
     // with init_rpl_role=SLAVE) would diverge from it: a failover is the way then.
     for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
         if let Err(why) = gtid::errant(pstate, s.gtid_binlog_state.as_deref().unwrap_or_default(), s.server_id) {
-            return Some(format!("{} is back read-only but {} is ahead of it ({why}): not re-established; fail over to a replica", p.addr, s.addr));
+            return Some(Err(format!(
+                "{} is back read-only but {} is ahead of it ({why}): not re-established; fail over to a replica",
+                p.addr, s.addr
+            )));
         }
     }
     // Only a server that restarted since it was last seen serving as primary:
     // read-only on a live primary may be another tool's revocation (a reparent
     // baton does not know of); making it writable again could give two primaries.
-    let Some(seen) = last_writable else { return Some(format!("{} is read-only and was never seen serving writes: not re-established", p.addr)) };
+    let Some(seen) = last_writable else {
+        return Some(Err(format!("{} is read-only and was never seen serving writes: not re-established", p.addr)));
+    };
     let since_seen = seen.elapsed();
     let uptime = match cluster.connect(&p.addr).await {
         Ok(mut s) => {
@@ -179,13 +184,13 @@ async fn reestablish(
         Err(_) => return None,
     };
     if std::time::Duration::from_secs(uptime + 1) >= since_seen {
-        return Some(format!("{} is read-only but did not restart since it last served writes (up {uptime} s): not re-established", p.addr));
+        return Some(Err(format!("{} is read-only but did not restart since it last served writes (up {uptime} s): not re-established", p.addr)));
     }
     let _lock = cluster.reparent_lock.try_lock().ok()?;
     let term = record.term + 1;
     let next = crate::topology::ClusterRecord { primary: p.addr.clone(), term, servers: record.servers.clone() };
     if let Err(e) = store.put_cluster(&cluster.name, next).await {
-        return Some(format!("re-establishing {}: publishing term {term} failed: {e}", p.addr));
+        return Some(Err(format!("re-establishing {}: publishing term {term} failed: {e}", p.addr)));
     }
     let writable = match cluster.connect(&p.addr).await {
         Ok(mut s) => {
@@ -196,8 +201,10 @@ async fn reestablish(
         Err(e) => Err(e.to_string()),
     };
     Some(match writable {
-        Ok(()) => format!("re-established {} at term {term}: it came back containing every acknowledged write and nothing else was promoted", p.addr),
-        Err(e) => format!("published {} at term {term} but could not make it writable: {e}", p.addr),
+        Ok(()) => {
+            Ok(format!("re-established {} at term {term}: it came back containing every acknowledged write and nothing else was promoted", p.addr))
+        }
+        Err(e) => Err(format!("published {} at term {term} but could not make it writable: {e}", p.addr)),
     })
 }
 
@@ -334,8 +341,19 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
             last_writable = Some((record.primary.clone(), std::time::Instant::now()));
         }
         let seen = last_writable.as_ref().filter(|(a, _)| *a == record.primary).map(|(_, t)| *t);
-        if let Some(a) = reestablish(&cluster, &store, &record, primary_health.as_ref(), &servers, &errant_now, seen).await {
-            action = Some(a);
+        match reestablish(&cluster, &store, &record, primary_health.as_ref(), &servers, &errant_now, seen).await {
+            Some(Ok(a)) => action = Some(a),
+            Some(Err(why)) => {
+                // It answers and cannot be re-established; nothing else was
+                // promoted: no primary is coming without an operator. Fail fast.
+                let what = format!("{why}. An operator repairs it or fails over: `baton ctl failover {}`", cluster.name);
+                cluster.gate.no_primary(&what);
+                action = Some(why);
+            }
+            None => {}
+        }
+        if primary_health.as_ref().is_some_and(|p| p.reachable && p.read_only == Some(false) && p.source.is_none()) {
+            cluster.gate.primary_back();
         }
         let repeated = action.is_some() && cluster.health.lock().unwrap_or_else(|p| p.into_inner()).last_action == action;
         if let (Some(a), false) = (&action, repeated) {

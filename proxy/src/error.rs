@@ -140,7 +140,25 @@ impl MysqlError {
             G::BufferFull => Self::buffer_full(cluster),
             G::WindowExpired => Self::buffer_window(cluster),
             G::MaxDuration => Self::failover_timeout(cluster),
+            G::NoPrimary => Self::no_primary(cluster, "see its status"),
         }
+    }
+    /// Like [`MysqlError::from_gate`], with the gate's reason for 9109.
+    pub fn from_gate_of(e: baton_control::gate::GateError, cluster: &baton_control::cluster::ClusterHandle) -> Self {
+        match (e, cluster.gate.status().no_primary) {
+            (baton_control::gate::GateError::NoPrimary, Some(why)) => Self::no_primary(&cluster.name, &why),
+            _ => Self::from_gate(e, &cluster.name),
+        }
+    }
+    /// 9109 (HY000): no primary is coming without an operator (the named one
+    /// answers but cannot be re-established, nothing else was promoted); not
+    /// executed; answered at once instead of holding to the max failover duration.
+    pub fn no_primary(cluster: &str, why: &str) -> Self {
+        Self::new(
+            9109,
+            "HY000",
+            format!("baton: cluster {cluster} has no primary and none is being established ({why}); request not executed; retry later"),
+        )
     }
     /// 1053 (08S01): baton is shutting down.
     pub fn shutdown() -> Self {

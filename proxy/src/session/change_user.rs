@@ -51,7 +51,7 @@ impl Session {
         let admission = match cluster.gate.admit().await {
             Ok(a) => a,
             Err(e) => {
-                self.client.send(seq, &proto::err_payload(&MysqlError::from_gate(e, &cluster.name))).await?;
+                self.client.send(seq, &proto::err_payload(&MysqlError::from_gate_of(e, &cluster))).await?;
                 return Err(ProxyError::Io(std::io::ErrorKind::ConnectionAborted.into()));
             }
         };

@@ -135,7 +135,7 @@ impl Session {
         let admission = match cluster.gate.admit().await {
             Ok(a) => a,
             Err(e) => {
-                client.send(hello.next_seq, &proto::err_payload(&MysqlError::from_gate(e, &cluster.name))).await?;
+                client.send(hello.next_seq, &proto::err_payload(&MysqlError::from_gate_of(e, &cluster))).await?;
                 return Ok(None);
             }
         };

@@ -170,7 +170,7 @@ impl Session {
                 }
                 Ok(Ok(a))
             }
-            Err(e) => Ok(Err(MysqlError::from_gate(e, &self.cluster.name))),
+            Err(e) => Ok(Err(MysqlError::from_gate_of(e, &self.cluster))),
         }
     }
 
