@@ -57,6 +57,10 @@ pub struct ClusterHandle {
     pub cancel: crate::run::CancelSwitch,
     /// The data path's backend connections, closed when a failover begins.
     pub fence: Arc<crate::fence::BackendFence>,
+    /// (episode, address) of an old primary a failover could not revoke and
+    /// fenced instead: the supervisor revokes it if it answers again, writable,
+    /// during that episode (a hung primary that wakes).
+    pub fenced_primary: std::sync::Mutex<Option<(u64, String)>>,
 }
 
 /// All clusters by name.
@@ -147,6 +151,7 @@ impl ClusterHandle {
             sql,
             cancel: Default::default(),
             fence: Default::default(),
+            fenced_primary: Default::default(),
         }
     }
 }

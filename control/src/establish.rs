@@ -17,7 +17,7 @@
 //! the caller decides (a planned reparent undoes, a failover holds).
 
 use crate::error::ControlError;
-use crate::gate::Phase;
+use crate::gate::{Phase, Release};
 use crate::run::{Outcome, Run, Step};
 use crate::server::Server;
 use crate::store::Store;
@@ -110,21 +110,29 @@ pub(crate) async fn repoint(run: &mut Run<'_>, primary: &str, mut targets: Vec<T
     run.step(Step::Repoint, detail);
 }
 
-/// Wait (up to the max failover duration) for the supervisor to release `episode`.
+/// Wait (up to the max failover duration) for the supervisor to release
+/// `episode`. True when it was released because every condition held (decided
+/// by how that episode ended, not by the latest report: a new episode may have
+/// begun right after it drained).
 pub(crate) async fn verify(run: &mut Run<'_>, episode: u64) -> bool {
     let cluster = run.cluster;
     let mut rx = cluster.gate.watch();
     let deadline = cluster.settings().max_failover_duration;
-    let left = tokio::time::timeout(deadline, rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering)).await;
-    let report = cluster.conditions.borrow().clone();
-    match left {
-        Ok(_) if report.episode == episode && report.all_hold => {
+    let _ = tokio::time::timeout(deadline, rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering)).await;
+    match cluster.gate.outcome(episode) {
+        Some(Ok(Release::ConditionsHold)) => {
             run.step(Step::Verify, "every leadership condition holds; draining");
             true
         }
-        _ => {
-            let failing = report.failing().join("; ");
-            run.step(Step::Verify, format!("not every condition held: {failing}"));
+        how => {
+            let report = cluster.conditions.borrow().clone();
+            let failing = if report.episode == episode { report.failing().join("; ") } else { String::new() };
+            let ended = match how {
+                None => "still held".to_string(),
+                Some(Ok(r)) => format!("released ({r:?})"),
+                Some(Err(e)) => format!("failed ({e:?})"),
+            };
+            run.step(Step::Verify, format!("not every condition held (episode {ended}): {failing}"));
             run.report.error = Some(format!("conditions not met: {failing}"));
             false
         }

@@ -43,7 +43,7 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     // Whether it was serving (writable) when revoked: only then may a refused
     // failover give it back. A primary that came back read-only from a crash may
     // lack acknowledged writes (crash recovery drops them); it stays revoked.
-    let old_alive = match cluster.connect_with(&old, &short).await {
+    let (old_alive, revoked) = match cluster.connect_with(&old, &short).await {
         Ok(mut s) => {
             let r = async {
                 let was_writable = !s.read_only().await?;
@@ -57,19 +57,24 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
                 Ok((was_writable, k)) => {
                     let before = if was_writable { "was writable" } else { "was already read-only" };
                     run.step(Step::Revoke, format!("{old} answered ({before}): read_only=ON, {k} connection(s) killed"));
-                    was_writable
+                    (was_writable, true)
                 }
                 Err(e) => {
                     run.step(Step::Revoke, format!("{old} could not be revoked ({e}); fencing it"));
-                    false
+                    (false, false)
                 }
             }
         }
         Err(e) => {
             run.step(Step::Revoke, format!("{e}; fencing it"));
-            false
+            (false, false)
         }
     };
+
+    if !revoked {
+        // If it wakes up writable during this episode, the supervisor revokes it.
+        *cluster.fenced_primary.lock().unwrap_or_else(|p| p.into_inner()) = Some((episode, old.clone()));
+    }
 
     // Fence: stop every replica's IO thread, then let what they received apply.
     // In parallel, and patiently: an IO thread blocked reading from a hung primary
@@ -119,8 +124,15 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     let excluded: Vec<String> =
         positions.iter().filter(|(a, _, _)| errant.iter().any(|e| crate::health::errant_addr(e) == a)).map(|(a, _, _)| a.clone()).collect();
     if !excluded.is_empty() {
+        // Left as fenced (IO thread stopped): an errant server that replicates
+        // would count as a semi-sync acknowledger while unable to apply.
         positions.retain(|(a, _, _)| !excluded.contains(a));
-        run.step(Step::Exclude, format!("errant, left out of the election: {}", errant.join("; ")));
+        let (out, kept): (Vec<_>, Vec<_>) = replicas.into_iter().partition(|(a, _)| excluded.contains(a));
+        replicas = kept;
+        for (_, s) in out {
+            s.close().await;
+        }
+        run.step(Step::Exclude, format!("errant, left out of the election and the repoint: {}", errant.join("; ")));
     }
 
     // Elect.
@@ -172,8 +184,39 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     // holds (the old primary is revoked or fenced; it is not given back).
     let Some(i) = replicas.iter().position(|(a, _)| *a == winner) else { unreachable!("the winner is a replica") };
     let (_, mut new) = replicas.remove(i);
-    let targets = replicas.iter_mut().map(|(a, s)| (a.clone(), s, false)).collect();
-    let outcome = establish(&mut run, store, episode, &record, (&winner, &mut new), targets, Vec::new()).await;
+    let wstate = positions.iter().find(|(a, _, _)| *a == winner).map(|(_, _, st)| st.clone()).unwrap_or_default();
+    // The old primary, if it answered and was revoked, follows the new one too,
+    // when its history is contained in the winner's (else the health monitor
+    // reports it errant; it is not pointed anywhere).
+    let mut old_conn = None;
+    let mut not_following = Vec::new();
+    if revoked {
+        match cluster.connect_with(&old, &short).await {
+            Ok(mut s) => match s.gtid_history().await {
+                Ok(h) if gtid::contains(&wstate, &h).is_ok() => old_conn = Some(s),
+                Ok(h) => {
+                    not_following.push(format!(
+                        "{old}: left alone, its history is not contained in {winner}'s ({})",
+                        gtid::contains(&wstate, &h).unwrap_err()
+                    ));
+                    s.close().await;
+                }
+                Err(e) => {
+                    not_following.push(format!("{old}: {e}"));
+                    s.close().await;
+                }
+            },
+            Err(e) => not_following.push(format!("{old}: {e}")),
+        }
+    }
+    let mut targets: Vec<crate::establish::Target<'_>> = replicas.iter_mut().map(|(a, s)| (a.clone(), s, false)).collect();
+    if let Some(s) = old_conn.as_mut() {
+        targets.push((old.clone(), s, true));
+    }
+    let outcome = establish(&mut run, store, episode, &record, (&winner, &mut new), targets, not_following).await;
+    if let Some(s) = old_conn {
+        s.close().await;
+    }
     new.close().await;
     for (_, s) in replicas {
         s.close().await;

@@ -139,10 +139,21 @@ struct Waiter {
 struct Inner {
     /// Durations of ended episodes, not yet taken by the metrics exporter.
     ended: Vec<Duration>,
+    /// How the most recent episodes ended (released, and why, or failed).
+    outcomes: VecDeque<(u64, Result<Release, GateError>)>,
     status: GateStatus,
     queue: VecDeque<Waiter>,
     next_id: u64,
     last_end: Option<Instant>,
+}
+
+impl Inner {
+    fn ended_as(&mut self, episode: u64, how: Result<Release, GateError>) {
+        if self.outcomes.len() >= 64 {
+            self.outcomes.pop_front();
+        }
+        self.outcomes.push_back((episode, how));
+    }
 }
 
 /// One cluster's gate.
@@ -214,7 +225,7 @@ impl Gate {
             throttled: std::sync::atomic::AtomicBool::new(false),
             throttle: Mutex::new(None),
             no_primary: std::sync::atomic::AtomicBool::new(false),
-            inner: Mutex::new(Inner { ended: Vec::new(), status, queue: VecDeque::new(), next_id: 1, last_end: None }),
+            inner: Mutex::new(Inner { ended: Vec::new(), outcomes: VecDeque::new(), status, queue: VecDeque::new(), next_id: 1, last_end: None }),
             tx,
             limits: Mutex::new(limits),
             drain: Arc::new(Semaphore::new(permits)),
@@ -244,6 +255,12 @@ impl Gate {
         self.episode.store(i.status.episode, Ordering::SeqCst);
         self.tx.send_replace(i.status.clone());
         r
+    }
+
+    /// How episode `episode` ended: released (and why) or failed; None while it
+    /// runs (or long forgotten: the last 64 are kept).
+    pub fn outcome(&self, episode: u64) -> Option<Result<Release, GateError>> {
+        self.lock().outcomes.iter().find(|(e, _)| *e == episode).map(|(_, o)| *o)
     }
 
     fn enter(&self) {
@@ -446,6 +463,7 @@ impl Gate {
             if i.status.phase == Phase::Buffering && i.status.episode == episode && !taken_over {
                 i.status.phase = Phase::Draining;
                 i.status.last_release = Some(cause);
+                i.ended_as(episode, Ok(cause));
                 true
             } else {
                 false
@@ -510,6 +528,7 @@ impl Gate {
             if i.status.episode != episode || i.status.phase != Phase::Buffering {
                 return Vec::new();
             }
+            i.ended_as(episode, Err(error));
             i.status.phase = Phase::Idle;
             i.last_end = Some(Instant::now());
             if let Some(t) = i.status.since {
@@ -544,6 +563,8 @@ impl Gate {
             if i.status.phase != Phase::Buffering || i.status.planned {
                 return Vec::new();
             }
+            let episode = i.status.episode;
+            i.ended_as(episode, Err(GateError::NoPrimary));
             i.status.phase = Phase::Idle;
             i.last_end = Some(Instant::now());
             if let Some(t) = i.status.since {

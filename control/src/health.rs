@@ -306,6 +306,24 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
             Some(e) => e.clone(),
             None => cluster.health.lock().unwrap_or_else(|p| p.into_inner()).errant.clone(),
         };
+        // An errant server is isolated: replicating, its IO thread would still
+        // acknowledge semi-sync writes it cannot apply (its SQL thread stops on
+        // the divergence), so the primary would count a durability it lacks.
+        if store.may_act() {
+            for s in servers.iter().filter(|s| s.reachable && s.source.is_some() && errant_now.iter().any(|e| errant_addr(e) == s.addr)) {
+                if let Ok(mut c) = cluster.connect(&s.addr).await {
+                    if matches!(c.replication().await, Ok(Some(r)) if r.io_running) {
+                        let r = c.stop_io_thread(settings.health_timeout).await;
+                        action = Some(format!(
+                            "isolated errant {}: IO thread stopped ({}); it no longer acknowledges writes it cannot apply",
+                            s.addr,
+                            if r.is_ok() { "done" } else { "failed" }
+                        ));
+                    }
+                    c.close().await;
+                }
+            }
+        }
         // The reparent lock only when a server needs fencing or rejoining: taken on
         // every check, it made a reparent requested at that moment fail with 409.
         let needed =

@@ -304,7 +304,14 @@ impl Planned<'_> {
         let cluster = self.run.cluster;
         let mut others = Vec::new();
         let mut unreachable = Vec::new();
+        let errant = errant_servers(cluster);
         for addr in cluster.settings().servers.iter().filter(|s| **s != self.old && **s != self.candidate) {
+            if let Some(e) = errant.iter().find(|e| crate::health::errant_addr(e) == addr) {
+                // Not rejoined: replicating, it would count as a semi-sync
+                // acknowledger while unable to apply.
+                unreachable.push(format!("{addr}: errant, left alone ({e})"));
+                continue;
+            }
             match cluster.connect(addr).await {
                 Ok(s) => others.push((addr.clone(), s)),
                 Err(e) => unreachable.push(format!("{addr}: {e}")),

@@ -197,9 +197,14 @@ async fn failover_promotes_the_most_advanced_replica_and_leaves_errant_ones_out(
         s.sql_running = true;
     });
     let r = crate::failover::emergency(&f2.cluster, &f2.store, "test").await.unwrap();
-    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
     assert!(r.steps.iter().any(|s| s.step == Step::Exclude), "{r:?}");
     assert_eq!(f2.primary(), (B.to_string(), 2), "the errant C is never elected");
+    // Nor repointed: replicating, it would acknowledge semi-sync writes it cannot
+    // apply. So B has no durable replica: held (C5), as semi_sync demands.
+    let c = f2.fake.get(C);
+    assert!(c.source.as_deref() == Some(A) && !c.io_running, "{c:?}");
+    assert_eq!(r.outcome, Outcome::Held, "{r:?}");
+    assert!(r.error.as_deref().unwrap_or("").contains("C5"), "{r:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,9 +1,11 @@
 //! The per-cluster supervisor: while the gate buffers, it re-checks every
 //! leadership condition (every `check_interval`, and whenever the topology
 //! changes) and releases the gate only when all hold; past the max failover
-//! duration it fails the held requests. An old primary that answers again,
-//! writable, once the topology names another at a newer term (a hung primary
-//! woken mid-failover) is revoked here, so C1 can hold. It reads state (the gate's status, the
+//! duration it fails the held requests. An old primary that a failover could
+//! not revoke (it fenced it instead) and that answers again, writable, once the
+//! topology names another at a newer term (a hung primary woken mid-failover) is
+//! revoked here, so C1 can hold; a primary another tool left writable is only
+//! reported (C1 false). It reads state (the gate's status, the
 //! topology) each round, so nothing it needs can be missed.
 
 use std::sync::Arc;
@@ -53,7 +55,12 @@ pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Ar
             if !all && report.failing() != prev.failing() {
                 tracing::info!(cluster = %cluster.name, episode, failing = ?report.failing(), "leadership conditions");
             }
-            let revoke_old = !all && report.term > status.start_term && report.new_primary != status.old_primary && c1_writable(&report);
+            let fenced = cluster.fenced_primary.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let revoke_old = !all
+                && fenced.is_some_and(|(ep, addr)| ep == episode && addr == status.old_primary)
+                && report.term > status.start_term
+                && report.new_primary != status.old_primary
+                && c1_writable(&report);
             cluster.conditions.send_replace(report);
             if revoke_old {
                 // The old primary answers again, writable, after the topology named

@@ -58,11 +58,17 @@ pub fn signal(info: &ClusterInfo, addr: &str, sig: &str) {
 /// Start the mariadbd of `addr` again (after a SIGKILL), detached; scripts/test.sh
 /// stops it with the rest at the end.
 pub async fn restart(info: &ClusterInfo, addr: &str) {
+    restart_with(info, addr, &[]).await
+}
+
+/// [`restart`] with extra mariadbd options (after the harness's my.cnf, so they win).
+pub async fn restart_with(info: &ClusterInfo, addr: &str, extra: &[&str]) {
     let i = info.servers.iter().position(|s| s == addr).unwrap();
     let cnf = info.sockets[i].with_file_name("my.cnf");
     let mut child = std::process::Command::new("mariadbd")
         .arg(format!("--defaults-file={}", cnf.display()))
         .arg("--user=mysql")
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
