@@ -20,8 +20,14 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  # Servers that tests killed and started again are not the harness's children.
-  pkill -f -- "--defaults-file=$work/" 2>/dev/null || true
+  # Servers that tests killed and started again are not the harness's children:
+  # stopped by the pid each one wrote (mariadbd.pid), then waited for.
+  for f in "$work"/*/node*/mariadbd.pid; do
+    [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
+  done
+  for f in "$work"/*/node*/mariadbd.pid; do
+    for _ in $(seq 1 100); do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
