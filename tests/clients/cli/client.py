@@ -116,7 +116,11 @@ def tools():
     if len(dumps["direct"]) != len(dumps["baton"]):
         out(problem=f"mariadb-dump: {len(dumps['direct'])} lines directly, {len(dumps['baton'])} through baton")
     for a, b in diff:
-        out(problem=f"mariadb-dump differs: direct {a!r} / baton {b!r}")
+        if a.startswith("-- Server version") and b.startswith("-- Server version"):
+            # baton greets with its own server.server_version, not the backend's.
+            out(note=f"mariadb-dump header: direct {a!r} / baton {b!r}")
+        else:
+            out(problem=f"mariadb-dump differs: direct {a!r} / baton {b!r}")
     out(note=f"mariadb-dump: {len(dumps['baton'])} lines, {len(diff)} differing (the date line left out)")
     for cmd, want in (("ping", "mysqld is alive"), ("status", "Uptime:"), ("processlist", "Id")):
         r = subprocess.run(["mariadb-admin", *LOGIN, "-P" + PORTS["baton"], cmd], capture_output=True, text=True, timeout=30)
