@@ -190,9 +190,8 @@ def compare(direct, baton):
     diffs = []
     d = {o["case"]: o["out"] for o in direct if "case" in o}
     b = {o["case"]: o["out"] for o in baton if "case" in o}
-    errs = lambda run: [o["error"] for o in run if "error" in o and "case" not in o]
-    if errs(direct) != errs(baton):
-        diffs.append(f"program errors: direct {errs(direct)} / baton {errs(baton)}")
+    for target, run in (("direct", direct), ("baton", baton)):
+        diffs += [f"program error ({target}): {o['error']}" for o in run if "error" in o and "case" not in o]
     # Connection ids differ by nature (Connector/J puts them in its messages).
     same = lambda x: re.sub(r"conn=\d+", "conn=N", json.dumps(x, ensure_ascii=False))
     for case in list(d) + [c for c in b if c not in d]:
