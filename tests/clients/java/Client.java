@@ -1,6 +1,7 @@
 // The MariaDB Connector/J driver program of the client matrix (tests/clients/run.py
 // speaks to it; protocol at the top of run.py). JDBC with the driver's defaults
-// (client-side prepared statements), and again with useServerPrepStmts=true for the
+// (client-side prepared statements), and again with useServerPrepStmts=true (and
+// useBulkStmts=true: COM_STMT_BULK_EXECUTE for executeBatch) for the
 // prepared cases; the driver's pool (MariaDbPoolDataSource); Statement.setQueryTimeout.
 import java.io.*;
 import java.nio.charset.StandardCharsets;
@@ -118,7 +119,7 @@ public class Client {
     }
 
     static void check(String target) throws Exception {
-        try (Connection c = connect(target, "&allowMultiQueries=true"); Connection s = connect(target, "&useServerPrepStmts=true")) {
+        try (Connection c = connect(target, "&allowMultiQueries=true"); Connection s = connect(target, "&useServerPrepStmts=true&useBulkStmts=true")) {
             for (String line : Files.readAllLines(Paths.get(E.get("CL_CASES")), StandardCharsets.UTF_8)) {
                 if (line.startsWith("#") || line.isBlank()) continue;
                 String[] f = line.split("\t");
@@ -138,6 +139,24 @@ public class Client {
                 }
             }
             String t = "cl_" + NAME + "_types";
+            // executeBatch: rewritten or pipelined by default, COM_STMT_BULK_EXECUTE with server prepares.
+            for (Connection b : new Connection[] {c, s}) {
+                PreparedStatement ps = b.prepareStatement("INSERT INTO " + t + " (id, s) VALUES (?, ?)");
+                for (int id = 20; id < 23; id++) {
+                    ps.setInt(1, b == c ? id : id + 10);
+                    ps.setString(2, "batch " + id);
+                    ps.addBatch();
+                }
+                List<Object> counts = new ArrayList<>();
+                try {
+                    for (int n : ps.executeBatch()) counts.add(n);
+                } catch (SQLException e) {
+                    counts.add(error(e));
+                }
+                Statement st = b.createStatement();
+                counts.add(results(st, st.execute("SELECT id, s FROM " + t + " WHERE id >= 20 ORDER BY id")));
+                out("case", b == c ? "batch" : "batch/server", "out", counts);
+            }
             c.setAutoCommit(false);
             Statement st = c.createStatement();
             st.executeUpdate("INSERT INTO " + t + " (id) VALUES (10)");
@@ -203,6 +222,30 @@ public class Client {
             tk.join();
             res.put("after", scalar(victim, "SELECT 1"));
             out("case", "kill", "out", res);
+            // Statement.cancel() from another thread: Connector/J sends KILL QUERY on a new connection.
+            try (Statement st = victim.createStatement()) {
+                Thread tc = new Thread(() -> {
+                    try {
+                        Thread.sleep(500);
+                        st.cancel();
+                    } catch (Exception e) {
+                        res.put("canceller", e.toString());
+                    }
+                });
+                tc.start();
+                long t0 = System.nanoTime();
+                Map<String, Object> r = map("value", null, "error", null);
+                try (ResultSet rs = st.executeQuery("SELECT SLEEP(5)")) {
+                    rs.next();
+                    r.put("value", rs.getString(1));
+                } catch (SQLException e) {
+                    r.put("error", e.getErrorCode());
+                }
+                r.put("ms", (System.nanoTime() - t0) / 1_000_000);
+                tc.join();
+                r.put("after", scalar(victim, "SELECT 1"));
+                out("case", "cancel_api", "out", r);
+            }
             // Statement.setQueryTimeout(1): Connector/J's own cancel.
             Map<String, Object> t = timed(victim, "SELECT SLEEP(5)", 1);
             t.put("after", scalar(victim, "SELECT 1"));

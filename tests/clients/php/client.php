@@ -124,6 +124,17 @@ function my_check($target) {
         catch (mysqli_sql_exception $e) { out(['case' => $name, 'out' => my_error($e)]); }
     }
     $t = "cl_{$NAME}_types";
+    // A server-side cursor: COM_STMT_EXECUTE with a read-only cursor, rows by COM_STMT_FETCH.
+    $st = $m->prepare("SELECT id, s FROM $t WHERE id > ? ORDER BY id");
+    $st->attr_set(MYSQLI_STMT_ATTR_CURSOR_TYPE, MYSQLI_CURSOR_TYPE_READ_ONLY);
+    $zero = 0;
+    $st->bind_param('i', $zero);
+    $st->execute();
+    $st->bind_result($id, $s);
+    $rows = [];
+    while ($st->fetch()) $rows[] = [value($id), value($s)];
+    $st->close();
+    out(['case' => 'cursor', 'out' => $rows]);
     $m->begin_transaction(); $m->query("INSERT INTO $t (id) VALUES (10)"); $m->rollback();
     $m->begin_transaction(); $m->query("INSERT INTO $t (id) VALUES (11)"); $m->commit();
     out(['case' => 'tx', 'out' => my_one($m->query("SELECT id FROM $t WHERE id IN (10, 11)"), 0)]);

@@ -23,6 +23,7 @@ elif DRIVER == "mysqlconnector":
     VERSION, QMARK, MULTI = db.__version__, True, {"use_pure": True}
 elif DRIVER == "mariadb":
     import mariadb as db
+    import mariadb.constants
     from mariadb.constants import CLIENT
     VERSION, QMARK, MULTI = db.__version__, True, {"client_flag": CLIENT.MULTI_STATEMENTS}
 
@@ -120,8 +121,20 @@ def check(target):
         except Exception as e:  # the driver's own failure (decoding, parsing): start afresh
             out(case=name, out={"exception": f"{type(e).__name__}: {e}"})
             c = connect(target)
-    # Transactions through the DB-API: autocommit off, rollback, commit.
     t = f"cl_{NAME}_types"
+    # executemany: a multi-row INSERT (PyMySQL, mysqlclient), one execute per row
+    # (mysql-connector), COM_STMT_BULK_EXECUTE (MariaDB Connector/Python).
+    cur = c.cursor()
+    ins = f"INSERT INTO {t} (id, s) VALUES (?, ?)"
+    cur.executemany(ins if DRIVER == "mariadb" else ins.replace("?", "%s"), [(20, "a"), (21, "b"), (22, None)])
+    out(case="batch", out=[cur.rowcount, run_case(c, "text", f"SELECT id, s FROM {t} WHERE id >= 20 ORDER BY id", [])])
+    if DRIVER == "mariadb":
+        # A server-side cursor (COM_STMT_FETCH, two rows at a time).
+        cur = c.cursor(cursor_type=db.constants.CURSOR.READ_ONLY, prefetch_size=2)
+        cur.execute(f"SELECT id, s FROM {t} WHERE id > ? ORDER BY id", (0,))
+        out(case="cursor", out=[[value(v) for v in r] for r in cur.fetchall()])
+        cur.close()
+    # Transactions through the DB-API: autocommit off, rollback, commit.
     c.autocommit(False) if DRIVER in ("pymysql", "mysqlclient") else setattr(c, "autocommit", False)
     cur = c.cursor()
     cur.execute(f"INSERT INTO {t} (id) VALUES (10)")

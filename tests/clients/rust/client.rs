@@ -120,6 +120,10 @@ async fn check(target: &str) -> mysql_async::Result<()> {
         }
     }
     let t = format!("cl_{}_types", name());
+    // exec_batch: one prepare, an execute per row.
+    c.exec_batch(format!("INSERT INTO {t} (id, s) VALUES (?, ?)"), vec![(20, "a"), (21, "b"), (22, "c")]).await?;
+    let batch: Vec<(i64, String)> = c.query(format!("SELECT id, s FROM {t} WHERE id >= 20 ORDER BY id")).await?;
+    out(json!({"case": "batch", "out": batch}));
     let mut tx = c.start_transaction(TxOpts::default()).await?;
     tx.query_drop(format!("INSERT INTO {t} (id) VALUES (10)")).await?;
     tx.rollback().await?;
