@@ -10,9 +10,11 @@ planned reparent and one crash of the primary shared by all, and checks, per dri
   3 cancel    KILL QUERY <the driver's connection id> ends that query and no other
               one; the driver's own timeout API works;
   4 gtids     baton's acknowledged GTID position becomes the GTID of the driver's
-              write (text, prepared, transaction): the C4 protection holds for it;
+              write (text, prepared, transaction), before the reparent and again
+              after the crash: the C4 protection holds for it;
   5 crash     the primary SIGKILLed (auto_failover): only 9101/9105 errors, the
-              driver's pool or connection writes again;
+              driver's pool or connection writes again, and a session idle at the
+              crash runs SELECT 1 (sent 0.1 s after the kill) without an error;
 and for 2 and 5 together: every acknowledged row is on the new primary exactly once,
 no row of a definite failure is. Also: mariadb-dump through baton equals a direct
 dump; mariadb-admin ping, status and processlist work through baton.
@@ -35,7 +37,13 @@ first, then reads commands from stdin, one a line, and ends each answer with
   write STOPFILE       writes rows (CL_NAME, seq, kind) into baton_test.cl_rows, kinds
                        text, prep, tx in turn (tx: rows seq and -seq in one transaction),
                        until STOPFILE exists: {"ack": seq, "k"} or {"fail": seq, "k",
-                       "code", "msg", "t": epoch ms}
+                       "code", "msg", "t": epoch ms}; once STOPFILE.probe exists, runs
+                       SELECT 1 on a session opened at the start and idle since:
+                       {"probe": {"value", "error", "ms"}} (or {"probe": {"skip": why}})
+  probe FILE           opens a session, leaves it idle until FILE exists (made 0.1 s
+                       after the SIGKILL), then SELECT 1: {"probe": {"value", "error",
+                       "ms"}} (a second instance of the program does this while the
+                       first one writes)
   quit
 Values are strings as the driver gives them (bytes as 0x-hex), NULL as null.
 """
@@ -114,7 +122,7 @@ class Proc:
     """One driver program: its answers (a queue), and its writes as they come."""
 
     def __init__(self, name, cmd, env, logdir):
-        self.name, self.acks, self.fails, self.noise = name, [], [], []
+        self.name, self.acks, self.fails, self.noise, self.probe = name, [], [], [], None
         self.err = open(os.path.join(logdir, f"{name}.stderr"), "w")
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, bufsize=1, env=env, cwd=ROOT)
         self.q = queue.Queue()
@@ -131,6 +139,8 @@ class Proc:
                 self.acks.append((time.time(), o["ack"], o["k"]))
             elif "fail" in o:
                 self.fails.append(o)
+            elif "probe" in o:
+                self.probe = o["probe"]
             else:
                 self.q.put(o)
         self.q.put({"done": "EOF"})
@@ -294,9 +304,9 @@ def wait_until(what, cond, timeout):
     return False
 
 
-def chaos(procs, admin, info, work, res):
+def chaos(procs, probers, admin, info, work, res):
     """Every driver writes; one planned reparent, then one SIGKILL of the primary."""
-    stop = os.path.join(work, "stop")
+    stop, probe = os.path.join(work, "stop"), os.path.join(work, "probe")
     for p in procs.values():
         p.send(f"write {stop}")
     t0 = time.time()
@@ -314,6 +324,9 @@ def chaos(procs, admin, info, work, res):
     marks["reparent_done"] = t1 * 1000
     events["reparent"] = {"status": code, "outcome": (report or {}).get("outcome"), "ms": int(marks["reparent_done"] - marks["reparent"])}
     log(f"reparent: {events['reparent']}")
+    # Sessions on the primary about to be killed, left idle until 0.1 s after the kill.
+    for p in probers.values():
+        p.send(f"probe {probe}")
     if not wait_until("writes after the reparent", enough(t1), 60):
         events["stalled_after_reparent"] = slow(t1)
     st = admin.status()
@@ -322,6 +335,9 @@ def chaos(procs, admin, info, work, res):
     marks["crash"] = time.time() * 1000
     log(f"SIGKILL {victim} (pid {pid})")
     os.kill(pid, signal.SIGKILL)
+    # Each driver's idle session (opened when writing began) runs SELECT 1 now, before the failover ends.
+    time.sleep(0.1)
+    open(probe, "w").close()
     new = {}
     wait_until("the failover", lambda: new.update(admin.status()) or (new.get("term") or 0) > term, 60)
     t2 = time.time()
@@ -334,6 +350,9 @@ def chaos(procs, admin, info, work, res):
     for p in procs.values():
         tail = p.answer(60)
         res[p.name]["write_errors"] = [o["error"] for o in tail if "error" in o]
+    for name, p in probers.items():
+        tail = p.answer(60)
+        procs[name].probe = p.probe or {"error": f"no probe answer: {short(tail)}", "value": None}
     threading.Thread(target=lambda: events.update(restarted=restart_server(info, victim)), daemon=True).start()
     return marks, events
 
@@ -354,7 +373,7 @@ def judge_writes(procs, marks, events, primary_port, res):
         stalled = [e for e, who in events.items() if e.startswith("stalled") and name in who]
         for f in p.fails:
             where = "before" if f["t"] < marks["reparent"] else "reparent" if f["t"] < marks["crash"] else "crash"
-            desc = f"{where}: {f['k']} seq {f['fail']}: {f['code']} {f['msg'][:120]}"
+            desc = f"{where}: {f['k']} seq {f['fail']}: {f['code']} {f['msg'][:400]}"
             if where == "before" or (where == "reparent" and (f["k"] != "tx" or f["code"] not in (9101, 9105))):
                 rep.append("error outside the documented ones: " + desc)
             elif where == "crash" and f["code"] not in (9101, 9105):
@@ -387,10 +406,19 @@ def judge_writes(procs, marks, events, primary_port, res):
             "problems": fails_rep + rows_problems + errs + [f"stalled: {s}" for s in stalled if "crash" not in s],
             "notes": [x for x in rep if x.startswith("note")] + [f"{len(p.acks)} writes acknowledged, {acks_rep} after the reparent"],
         }
+        n_crash = sum(1 for f in p.fails if f["t"] >= marks["crash"])
+        probe, probe_problems = p.probe or {}, []
+        if "skip" in probe:
+            crash.append(f"note: idle session: {probe['skip']}")
+        elif probe.get("error") is not None or probe.get("value") != "1":
+            probe_problems.append(f"a session idle at the crash, SELECT 1 right after it: {short(p.probe)}")
+        else:
+            crash.append(f"note: a session idle at the crash: SELECT 1 ok after {probe['ms']} ms")
+        fails_crash += probe_problems
         r["crash"] = {
-            "ok": not fails_crash and not rows_problems and acks_crash >= ROWS_AFTER and len(crash) <= 3,
+            "ok": not fails_crash and not rows_problems and acks_crash >= ROWS_AFTER and n_crash <= 3,
             "problems": fails_crash + rows_problems + [f"stalled: {s}" for s in stalled if "crash" in s]
-            + ([f"{len(crash)} errors at the crash"] if len(crash) > 3 else []),
+            + ([f"{n_crash} errors at the crash (at most 3: one write in flight)"] if n_crash > 3 else []),
             "notes": [x for x in crash if x.startswith("note")] + [f"{acks_crash} writes after the failover"],
         }
 
@@ -457,23 +485,28 @@ def main():
     env = dict(os.environ, CL_HOST="127.0.0.1", CL_BATON_PORT=str(baton_port), CL_DIRECT_PORT=str(direct_port), CL_USER="app",
                CL_PASSWORD="app", CL_DB="baton_test", CL_CASES=os.path.join(HERE, "cases.tsv"), CL_ADMIN=args.admin,
                GO111MODULE="off", GOPATH="/usr/share/gocode", NODE_PATH=os.path.join(HERE, "node", "node_modules"))
-    procs = {}
+    procs, probers = {}, {}
     for name, lang, label, cmd, _ in ds:
         if "build" in res[name] or "skip" in res[name]:
             continue
         procs[name] = Proc(name, cmd, dict(env, CL_NAME=name, CL_WORK=work), work)
+        if not args.no_chaos:  # a second instance: its idle session is probed right after the crash
+            probers[name] = Proc(f"{name}-probe", cmd, dict(env, CL_NAME=name, CL_WORK=work), work)
     # The greeting line ({"driver", "version"}) arrives before any {"done"}.
-    for name, p in list(procs.items()):
+    for name, p in list(procs.items()) + [(f"{n}-probe", p) for n, p in probers.items()]:
         try:
             o = p.q.get(timeout=60)
         except queue.Empty:
             o = {}
         if "version" not in o:
-            res[name]["build"] = f"did not start: {short(o)} {' | '.join(p.noise[-3:])}"
+            res[name.removesuffix("-probe")]["build"] = f"did not start: {short(o)} {' | '.join(p.noise[-3:])}"
             p.p.kill()
-            del procs[name]
         else:
-            res[name]["version"] = o["version"]
+            res[name.removesuffix("-probe")]["version"] = o["version"]
+    for name in [n for n in procs if "build" in res[n]]:
+        procs.pop(name).p.kill()
+        if name in probers:
+            probers.pop(name).p.kill()
     log("drivers up: " + ", ".join(f"{n} {res[n]['version']}" for n in procs))
 
     # 1: every case directly, then through baton; drivers in parallel.
@@ -506,14 +539,21 @@ def main():
 
     events = {}
     if not args.no_chaos and procs:
-        marks, events = chaos(procs, admin, info, work, res)
+        marks, events = chaos(procs, probers, admin, info, work, res)
         now_primary = admin.status()["primary"]
         judge_writes(procs, marks, events, int(now_primary.rsplit(":", 1)[1]), res)
         wait_until("the killed server's restart", lambda: "restarted" in events, 70)
         log("reparent: " + summary_line(res, "reparent") + "; crash: " + summary_line(res, "crash"))
-    for p in procs.values():
+        # 4 again, on the connections (and pools) that went through the reparent and the crash.
+        for p in procs.values():
+            problems = [f"after the crash: {x}" for x in gtid_phase(p, admin)]
+            g = res[p.name]["gtids"]
+            g["ok"], g["problems"] = g["ok"] and not problems, g["problems"] + problems
+            g["notes"].append("checked before the reparent and after the crash")
+        log("gtids after the crash: " + summary_line(res, "gtids"))
+    for p in list(procs.values()) + list(probers.values()):
         p.send("quit")
-    for p in procs.values():
+    for p in list(procs.values()) + list(probers.values()):
         try:
             p.p.wait(10)
         except subprocess.TimeoutExpired:

@@ -42,6 +42,13 @@ def check(target):
         rc, o, e = mariadb(sql.replace("{t}", f"cl_{NAME}"), target, ["--column-type-info"])
         out(case=name, out={"rc": rc, "stdout": o, "stderr": e})
     t = f"cl_{NAME}_types"
+    # LOAD DATA LOCAL INFILE: the server asks for the file mid-command, the client sends it.
+    path = os.path.join(E.get("CL_WORK", "/tmp"), f"infile-{target}.csv")
+    with open(path, "w") as f:
+        f.write("40,infile a\n41,infile b\n42,\\N\n")
+    rc, o, e = mariadb(f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE {t} FIELDS TERMINATED BY ',' (id, s); "
+                       f"SELECT id, s FROM {t} WHERE id >= 40 ORDER BY id", target, ["--local-infile=1"])
+    out(case="local_infile", out={"rc": rc, "stdout": o, "stderr": e})
     rc, o, e = mariadb(f"SET autocommit=0; INSERT INTO {t} (id) VALUES (10); ROLLBACK; INSERT INTO {t} (id) VALUES (11); COMMIT; "
                        f"SELECT id FROM {t} WHERE id IN (10, 11)", target)
     out(case="tx", out={"rc": rc, "stdout": o, "stderr": e})
@@ -147,6 +154,8 @@ def main():
                 out(gtid=op(args[0], 0, gtid=True))
             elif cmd == "write":
                 write(args[0])
+            elif cmd == "probe":
+                out(probe={"skip": "one connection per statement batch: no idle session"})
             elif cmd == "tools":
                 tools()
         except Exception as e:

@@ -310,6 +310,25 @@ func write(stop string) {
 	}
 }
 
+// A session left idle until the file exists (run.py makes it right after the crash), then SELECT 1.
+func probe(path string) {
+	db := open("baton", "")
+	defer db.Close()
+	c, err := db.Conn(ctx)
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	timed(c, ctx, "SELECT 1")
+	for {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	out(M{"probe": timed(c, ctx, "SELECT 1")})
+}
+
 func version() string {
 	// The driver has no version constant; Debian's package says it.
 	b, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "golang-github-go-sql-driver-mysql-dev").Output()
@@ -341,6 +360,8 @@ func main() {
 				check(a[1])
 			case "cancel":
 				cancel()
+			case "probe":
+				probe(a[1])
 			case "gtid":
 				g, err := op(a[1], 0, true)
 				if err != nil {

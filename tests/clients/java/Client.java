@@ -253,6 +253,10 @@ public class Client {
         }
     }
 
+    // The writers' pool validates every connection it hands out (COM_PING), and its
+    // sessions track only autocommit (as a driver rewriting session tracking does):
+    // baton must still see each write's GTID, and move the sessions.
+    static final String WRITER = "&maxPoolSize=2&poolValidMinDelay=0&sessionVariables=session_track_system_variables='autocommit'";
     static org.mariadb.jdbc.MariaDbPoolDataSource writerPool;
 
     static String op(String kind, long seq, boolean gtid) throws SQLException {
@@ -302,6 +306,15 @@ public class Client {
         }
     }
 
+    // A session left idle until the file exists (run.py makes it right after the crash), then SELECT 1.
+    static void probe(String path) throws Exception {
+        try (Connection c = connect("baton", "")) {
+            scalar(c, "SELECT 1");
+            while (!Files.exists(Paths.get(path))) Thread.sleep(5);
+            out("probe", timed(c, "SELECT 1", null));
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String v;
         try {  // Connector/J 2.x keeps its full version here
@@ -319,9 +332,10 @@ public class Client {
                 switch (a[0]) {
                     case "check": check(a[1]); break;
                     case "cancel": cancel(); break;
+                    case "probe": probe(a[1]); break;
                     case "gtid":
                     case "write":
-                        if (writerPool == null) writerPool = new org.mariadb.jdbc.MariaDbPoolDataSource(url("baton", "&maxPoolSize=2"));
+                        if (writerPool == null) writerPool = new org.mariadb.jdbc.MariaDbPoolDataSource(url("baton", WRITER));
                         if (a[0].equals("gtid")) out("gtid", op(a[1], 0, true));
                         else write(a[1]);
                         break;

@@ -144,6 +144,16 @@ async function write(stop) {
   }
 }
 
+// A session left idle until the file exists (run.py makes it right after the crash), then SELECT 1.
+async function probe(path) {
+  const c = await mysql.createConnection(opts('baton', { rowsAsArray: true }));
+  c.on('error', () => {});
+  await c.query('SELECT 1');
+  while (!fs.existsSync(path)) await sleep(5);
+  out({ probe: await timed(() => c.query('SELECT 1')) });
+  c.destroy();
+}
+
 async function main() {
   out({ driver: NAME, version: require('mysql2/package.json').version });
   for await (const line of readline.createInterface({ input: process.stdin })) {
@@ -152,6 +162,7 @@ async function main() {
     try {
       if (cmd === 'check') await check(arg);
       else if (cmd === 'cancel') await cancel();
+      else if (cmd === 'probe') await probe(arg);
       else if (cmd === 'gtid') out({ gtid: await op(arg, 0, true) });
       else if (cmd === 'write') await write(arg);
     } catch (e) {

@@ -72,6 +72,15 @@ function pdo_check($target) {
         }
     }
     $t = "cl_{$NAME}_types";
+    // LOAD DATA LOCAL INFILE: the server asks for the file mid-command, the client sends it.
+    $file = tempnam(sys_get_temp_dir(), 'infile');
+    file_put_contents($file, "40,infile a\n41,infile b\n42,\\N\n");
+    $l = pdo($target, [PDO::MYSQL_ATTR_LOCAL_INFILE => true]);
+    try {
+        $n = $l->exec("LOAD DATA LOCAL INFILE " . $l->quote($file) . " INTO TABLE $t FIELDS TERMINATED BY ',' (id, s)");
+        out(['case' => 'local_infile', 'out' => [$n, pdo_results($l->query("SELECT id, s FROM $t WHERE id >= 40 ORDER BY id"))]]);
+    } catch (PDOException $e) { out(['case' => 'local_infile', 'out' => pdo_error($e)]); }
+    unlink($file);
     $c->beginTransaction(); $c->exec("INSERT INTO $t (id) VALUES (10)"); $c->rollBack();
     $c->beginTransaction(); $c->exec("INSERT INTO $t (id) VALUES (11)"); $c->commit();
     out(['case' => 'tx', 'out' => pdo_results($c->query("SELECT id FROM $t WHERE id IN (10, 11)"))]);
@@ -135,6 +144,17 @@ function my_check($target) {
     while ($st->fetch()) $rows[] = [value($id), value($s)];
     $st->close();
     out(['case' => 'cursor', 'out' => $rows]);
+    // COM_STMT_SEND_LONG_DATA: a parameter sent in pieces before the execute.
+    $st = $m->prepare('SELECT LENGTH(?), MD5(?), ?');
+    $null = null;
+    $three = 3;
+    $st->bind_param('bbi', $null, $null, $three);
+    $st->send_long_data(0, str_repeat('L', 100000));
+    $st->send_long_data(0, 'tail');
+    $st->send_long_data(1, 'héllo');
+    $st->execute();
+    out(['case' => 'long_data', 'out' => my_one($st->get_result(), 0)]);
+    $st->close();
     $m->begin_transaction(); $m->query("INSERT INTO $t (id) VALUES (10)"); $m->rollback();
     $m->begin_transaction(); $m->query("INSERT INTO $t (id) VALUES (11)"); $m->commit();
     out(['case' => 'tx', 'out' => my_one($m->query("SELECT id FROM $t WHERE id IN (10, 11)"), 0)]);
@@ -248,6 +268,16 @@ function write($stop) {
     }
 }
 
+// A session left idle until the file exists (run.py makes it right after the crash), then SELECT 1.
+function probe($path) {
+    global $API;
+    $c = $API === 'pdo' ? pdo('baton') : my('baton');
+    $one = fn() => $API === 'pdo' ? $c->query('SELECT 1')->fetchColumn() : $c->query('SELECT 1')->fetch_row()[0];
+    $one();
+    while (!file_exists($path)) { usleep(5000); clearstatcache(); }
+    out(['probe' => timed($one)]);
+}
+
 out(['driver' => $NAME, 'version' => phpversion('mysqlnd')]);
 while (($line = fgets(STDIN)) !== false) {
     $a = explode(' ', trim($line));
@@ -256,6 +286,7 @@ while (($line = fgets(STDIN)) !== false) {
         switch ($a[0]) {
             case 'check': $API === 'pdo' ? pdo_check($a[1]) : my_check($a[1]); break;
             case 'cancel': $API === 'pdo' ? cancel_pdo() : cancel_mysqli(); break;
+            case 'probe': probe($a[1]); break;
             case 'gtid': out(['gtid' => op($a[1], 0, true)]); break;
             case 'write': write($a[1]); break;
         }

@@ -286,6 +286,15 @@ def write(w, stop):
         time.sleep(0.01)
 
 
+def probe(path):
+    """A session left idle until PATH exists (run.py makes it right after the crash), then SELECT 1."""
+    c = connect(autocommit=True)
+    scalar(c, "SELECT 1")
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    out(probe=timed(lambda: scalar(c, "SELECT 1")))
+
+
 def main():
     out(driver=NAME, version=VERSION)
     w = None
@@ -301,6 +310,8 @@ def main():
             elif cmd == "gtid":
                 w = w or Writer()
                 out(gtid=w.op(args[0], 0, gtid=True))
+            elif cmd == "probe":
+                probe(args[0])
             elif cmd == "write":
                 w = w or Writer()
                 write(w, args[0])

@@ -144,6 +144,14 @@ def write(stop)
   end
 end
 
+# A session left idle until the file exists (run.py makes it right after the crash), then SELECT 1.
+def probe(path)
+  c = connect
+  c.query('SELECT 1')
+  sleep 0.005 until File.exist?(path)
+  out(probe: timed { c.query('SELECT 1', as: :array).first[0] })
+end
+
 out(driver: NAME, version: Mysql2::VERSION)
 $stdin.each_line do |line|
   cmd, arg = line.split
@@ -152,6 +160,7 @@ $stdin.each_line do |line|
     case cmd
     when 'check' then check(arg)
     when 'cancel' then cancel
+    when 'probe' then probe(arg)
     when 'gtid' then out(gtid: op(arg, 0, true))
     when 'write' then write(arg)
     end

@@ -233,6 +233,17 @@ async fn write(pool: &Pool, stop: &str) {
     }
 }
 
+/// A session left idle until the file exists (run.py makes it right after the crash), then SELECT 1.
+async fn probe(path: &str) -> mysql_async::Result<()> {
+    let mut c = Conn::new(opts("baton", 2)).await?;
+    timed(&mut c, "SELECT 1").await;
+    while !std::path::Path::new(path).exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    out(json!({"probe": timed(&mut c, "SELECT 1").await}));
+    Ok(())
+}
+
 /// mysql_async has no version constant: the lock file this program was built with says it.
 fn version() -> String {
     let lock = include_str!("../../../Cargo.lock");
@@ -254,6 +265,7 @@ async fn main() {
         let r = match cmd {
             "check" => check(arg).await,
             "cancel" => cancel().await,
+            "probe" => probe(arg).await,
             "gtid" => op(&writer, arg, 0, true).await.map(|g| out(json!({"gtid": g}))),
             "write" => {
                 write(&writer, arg).await;
