@@ -15,6 +15,8 @@ planned reparent and one crash of the primary shared by all, and checks, per dri
   5 crash     the primary SIGKILLed (auto_failover): only 9101/9105 errors, the
               driver's pool or connection writes again, and a session idle at the
               crash runs SELECT 1 (sent 0.1 s after the kill) without an error;
+              then a quiet crash (nobody writing): a session idle on the primary
+              sends SELECT 1 50 ms after its SIGKILL: held, then run, no error;
 and for 2 and 5 together: every acknowledged row is on the new primary exactly once,
 no row of a definite failure is. Also: mariadb-dump through baton equals a direct
 dump; mariadb-admin ping, status and processlist work through baton.
@@ -122,7 +124,7 @@ class Proc:
     """One driver program: its answers (a queue), and its writes as they come."""
 
     def __init__(self, name, cmd, env, logdir):
-        self.name, self.acks, self.fails, self.noise, self.probe = name, [], [], [], None
+        self.name, self.acks, self.fails, self.noise, self.probe, self.quiet_probe = name, [], [], [], None, None
         self.err = open(os.path.join(logdir, f"{name}.stderr"), "w")
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, bufsize=1, env=env, cwd=ROOT)
         self.q = queue.Queue()
@@ -357,8 +359,45 @@ def chaos(procs, probers, admin, info, work, res):
     return marks, events
 
 
-def judge_writes(procs, marks, events, primary_port, res):
-    rows = sql(primary_port, ["SELECT driver, seq, COUNT(*) FROM baton_test.cl_rows GROUP BY driver, seq"], "admin", "admin")
+def healthy(admin):
+    """Every server answers and every replica replicates from the primary, caught up."""
+    st = admin.status()
+    prim = next((s for s in st["servers"] if s["addr"] == st["primary"]), None)
+    return prim is not None and not st["health"]["errant"] and all(
+        s["reachable"] and (s is prim or (s.get("replication") or {}).get("source") == st["primary"]
+                            and s["replication"].get("io_running") and s["replication"].get("sql_running")
+                            and s.get("gtid_position") == prim.get("gtid_position"))
+        for s in st["servers"])
+
+
+def quiet_crash(procs, probers, admin, info, work, events):
+    """Nobody writing: each driver's session idle on the primary, the primary SIGKILLed,
+    every session's next statement 50 ms later (before the health checks notice)."""
+    if not wait_until("the cluster to heal after the first crash", lambda: healthy(admin), 90):
+        events["quiet_crash"] = "not run: the cluster did not heal"
+        return
+    probe = os.path.join(work, "probe-quiet")
+    for p in probers.values():
+        p.send(f"probe {probe}")
+    time.sleep(1.0)
+    st = admin.status()
+    victim, term = st["primary"], st["term"]
+    pid = primary_pid(info, victim)
+    log(f"quiet crash: SIGKILL {victim} (pid {pid})")
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.05)
+    open(probe, "w").close()
+    for name, p in probers.items():
+        tail = p.answer(90)
+        procs[name].quiet_probe = p.probe if tail == [] else {"error": short(tail), "value": None}
+    new = {}
+    wait_until("the failover after the quiet crash", lambda: new.update(admin.status()) or (new.get("term") or 0) > term, 60)
+    events["quiet_crash"] = {"from": victim, "to": new.get("primary"), "term": new.get("term")}
+    log(f"quiet crash: {events['quiet_crash']}")
+    events["restarted_quiet"] = restart_server(info, victim)
+
+
+def judge_writes(procs, marks, events, rows, res):
     have = {}
     for d, s, n in rows:
         have.setdefault(d, {})[s] = n
@@ -407,13 +446,18 @@ def judge_writes(procs, marks, events, primary_port, res):
             "notes": [x for x in rep if x.startswith("note")] + [f"{len(p.acks)} writes acknowledged, {acks_rep} after the reparent"],
         }
         n_crash = sum(1 for f in p.fails if f["t"] >= marks["crash"])
-        probe, probe_problems = p.probe or {}, []
-        if "skip" in probe:
-            crash.append(f"note: idle session: {probe['skip']}")
-        elif probe.get("error") is not None or probe.get("value") != "1":
-            probe_problems.append(f"a session idle at the crash, SELECT 1 right after it: {short(p.probe)}")
-        else:
-            crash.append(f"note: a session idle at the crash: SELECT 1 ok after {probe['ms']} ms")
+        probe_problems = []
+        for what, probe in (("at the crash", p.probe), ("at the quiet crash", p.quiet_probe)):
+            if probe is None and what == "at the quiet crash" and not isinstance(events.get("quiet_crash"), dict):
+                crash.append(f"note: no quiet crash ({events.get('quiet_crash')})")
+            elif "skip" in (probe or {}):
+                crash.append(f"note: idle session: {probe['skip']}")
+            elif probe is None or probe.get("error") is not None or probe.get("value") != "1":
+                who = "a new connection" if (probe or {}).get("login") else "a session idle"
+                probe_problems.append(f"{who} {what}, SELECT 1 right after it: {short(probe)}")
+            else:
+                who = "a new connection" if probe.get("login") else "a session idle"
+                crash.append(f"note: {who} {what}: SELECT 1 ok after {probe['ms']} ms")
         fails_crash += probe_problems
         r["crash"] = {
             "ok": not fails_crash and not rows_problems and acks_crash >= ROWS_AFTER and n_crash <= 3,
@@ -540,9 +584,11 @@ def main():
     events = {}
     if not args.no_chaos and procs:
         marks, events = chaos(procs, probers, admin, info, work, res)
-        now_primary = admin.status()["primary"]
-        judge_writes(procs, marks, events, int(now_primary.rsplit(":", 1)[1]), res)
+        port = int(admin.status()["primary"].rsplit(":", 1)[1])
+        rows = sql(port, ["SELECT driver, seq, COUNT(*) FROM baton_test.cl_rows GROUP BY driver, seq"], "admin", "admin")
         wait_until("the killed server's restart", lambda: "restarted" in events, 70)
+        quiet_crash(procs, probers, admin, info, work, events)
+        judge_writes(procs, marks, events, rows, res)
         log("reparent: " + summary_line(res, "reparent") + "; crash: " + summary_line(res, "crash"))
         # 4 again, on the connections (and pools) that went through the reparent and the crash.
         for p in procs.values():

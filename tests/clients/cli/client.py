@@ -137,6 +137,17 @@ def tools():
             out(note=f"mariadb-admin {cmd}: {r.stdout.strip().splitlines()[0][:80]}")
 
 
+def probe(path):
+    """No idle session here (one connection per statement batch): a new connection
+    made when PATH appears (right after the crash) must be held, then answered."""
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    t0 = time.monotonic()
+    rc, o, e = mariadb("SELECT 1", extra=["--skip-column-names"])
+    out(probe={"value": o.strip() or None, "error": code_of(e) or (None if rc == 0 else rc), "ms": int((time.monotonic() - t0) * 1000),
+               "login": True})
+
+
 def main():
     v = subprocess.run(["mariadb", "--version"], capture_output=True, text=True).stdout
     m = re.search(r"(?:Distrib|from) ([\d.]+-MariaDB)", v)
@@ -155,7 +166,7 @@ def main():
             elif cmd == "write":
                 write(args[0])
             elif cmd == "probe":
-                out(probe={"skip": "one connection per statement batch: no idle session"})
+                probe(args[0])
             elif cmd == "tools":
                 tools()
         except Exception as e:
