@@ -36,7 +36,7 @@ async fn every_driver_through_a_reparent_and_a_crash() {
     let exe = std::env::current_exe().unwrap();
     let rust_bin = exe.parent().and_then(|d| d.parent()).unwrap().join("examples").join("client_rust");
     assert!(rust_bin.exists(), "{} missing: build it with cargo build --examples", rust_bin.display());
-    let args = vec![
+    let args = [
         "tests/clients/run.py".to_string(),
         "--baton".to_string(),
         running.mysql_addr.to_string(),

@@ -43,7 +43,11 @@ fn value(v: &Value) -> Json {
         Value::NULL => Json::Null,
         Value::Bytes(b) => match std::str::from_utf8(b) {
             Ok(s) => Json::from(s),
-            Err(_) => Json::from(format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())),
+            Err(_) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let hex: String = b.iter().flat_map(|x| [HEX[usize::from(x >> 4)] as char, HEX[usize::from(x & 15)] as char]).collect();
+                Json::from(format!("0x{hex}"))
+            }
         },
         other => Json::from(other.as_sql(true)),
     }
@@ -196,7 +200,7 @@ async fn op(pool: &Pool, kind: &str, seq: i64, gtid: bool) -> mysql_async::Resul
         "prep" => c.exec_drop("INSERT INTO cl_rows (driver, seq, kind) VALUES (?, ?, 'prep')", (me.clone(), seq)).await?,
         _ => {
             let mut tx = c.start_transaction(TxOpts::default()).await?;
-            let r = async {
+            let r: mysql_async::Result<()> = async {
                 tx.query_drop(ins(seq)).await?;
                 tx.query_drop(ins(-seq)).await
             }
