@@ -597,6 +597,8 @@ def main():
             g["ok"], g["problems"] = g["ok"] and not problems, g["problems"] + problems
             g["notes"].append("checked before the reparent and after the crash")
         log("gtids after the crash: " + summary_line(res, "gtids"))
+        # Leave the cluster whole (the killed servers rejoined) for whatever runs next.
+        wait_until("the cluster to heal", lambda: healthy(admin), 60)
     for p in list(procs.values()) + list(probers.values()):
         p.send("quit")
     for p in list(procs.values()) + list(probers.values()):
