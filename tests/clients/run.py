@@ -39,13 +39,11 @@ first, then reads commands from stdin, one a line, and ends each answer with
   write STOPFILE       writes rows (CL_NAME, seq, kind) into baton_test.cl_rows, kinds
                        text, prep, tx in turn (tx: rows seq and -seq in one transaction),
                        until STOPFILE exists: {"ack": seq, "k"} or {"fail": seq, "k",
-                       "code", "msg", "t": epoch ms}; once STOPFILE.probe exists, runs
-                       SELECT 1 on a session opened at the start and idle since:
-                       {"probe": {"value", "error", "ms"}} (or {"probe": {"skip": why}})
-  probe FILE           opens a session, leaves it idle until FILE exists (made 0.1 s
-                       after the SIGKILL), then SELECT 1: {"probe": {"value", "error",
-                       "ms"}} (a second instance of the program does this while the
-                       first one writes)
+                       "code", "msg", "t": epoch ms}
+  probe FILE           opens a session, leaves it idle until FILE exists (made right
+                       after a SIGKILL), then SELECT 1: {"probe": {"value", "error",
+                       "ms"}} (a second instance of the program does this, so that it
+                       can while the first one writes)
   quit
 Values are strings as the driver gives them (bytes as 0x-hex), NULL as null.
 """
