@@ -115,6 +115,10 @@ pub struct Session {
     topo_rx: tokio::sync::watch::Receiver<Arc<baton_control::Topology>>,
 }
 
+/// Logins that find the primary unreachable are held (a reactive episode) and
+/// tried again this many times in all.
+const LOGIN_ATTEMPTS: u32 = 3;
+
 impl Session {
     /// Finish the connection phase: log in to the primary (on the connection
     /// greeted before the client's greeting, when it is still the primary's),
@@ -132,13 +136,6 @@ impl Session {
             client.send(hello.next_seq, &proto::err_payload(&e)).await?;
             return Ok(None);
         };
-        let admission = match cluster.gate.admit().await {
-            Ok(a) => a,
-            Err(e) => {
-                client.send(hello.next_seq, &proto::err_payload(&MysqlError::from_gate_of(e, &cluster))).await?;
-                return Ok(None);
-            }
-        };
         let login = Login {
             user: &hello.user,
             secret: &hello.secret,
@@ -148,23 +145,46 @@ impl Session {
             client_ext_caps: hello.ext_caps,
         };
         let timeout = ctx.limits().backend_connect_timeout;
-        // The greeted connection serves if it is on the primary the topology names now.
-        let fresh = greeted.filter(|(g, term)| ctx.primary_of(&cluster.name).is_some_and(|(p, t)| p == g.addr() && t == *term));
-        let connected = match fresh {
-            Some((g, term)) => match g.login(&login, timeout).await {
-                Ok(b) => Ok((b, term)),
-                Err(BackendError::Refused(raw)) => Err(MysqlErrorOrRaw::Raw(raw)),
-                // The server gave up on the greeted connection (a client slower
-                // than its connect_timeout): a fresh one.
-                Err(_) => route::connect_primary(&ctx, &cluster.name, &login, registration.client_id()).await,
-            },
-            None => route::connect_primary(&ctx, &cluster.name, &login, registration.client_id()).await,
-        };
-        let (mut backend, term) = match connected {
-            Ok(b) => b,
-            Err(e) => {
-                client.send(hello.next_seq, &e.payload()).await?;
-                return Ok(None);
+        let mut greeted = greeted;
+        let mut attempts = 0;
+        // Why the last attempt failed: the answer if the hold ends without a primary.
+        let mut unreachable: Option<MysqlErrorOrRaw> = None;
+        let (mut backend, term, admission) = loop {
+            attempts += 1;
+            let admission = match cluster.gate.admit().await {
+                Ok(a) => a,
+                Err(e) => {
+                    let e = unreachable.unwrap_or_else(|| MysqlErrorOrRaw::Mysql(MysqlError::from_gate_of(e, &cluster)));
+                    client.send(hello.next_seq, &e.payload()).await?;
+                    return Ok(None);
+                }
+            };
+            // The greeted connection serves if it is on the primary the topology names now.
+            let fresh = greeted.take().filter(|(g, term)| ctx.primary_of(&cluster.name).is_some_and(|(p, t)| p == g.addr() && t == *term));
+            let connected = match fresh {
+                Some((g, term)) => match g.login(&login, timeout).await {
+                    Ok(b) => Ok((b, term)),
+                    Err(BackendError::Refused(raw)) => Err(MysqlErrorOrRaw::Raw(raw)),
+                    // The server gave up on the greeted connection (a client slower
+                    // than its connect_timeout): a fresh one.
+                    Err(_) => route::connect_primary(&ctx, &cluster.name, &login, registration.client_id()).await,
+                },
+                None => route::connect_primary(&ctx, &cluster.name, &login, registration.client_id()).await,
+            };
+            match connected {
+                Ok((b, term)) => break (b, term, admission),
+                // The primary cannot be reached (not an ERR it sent): a login is
+                // held like a statement, while a failover may name another.
+                Err(e @ MysqlErrorOrRaw::Mysql(_))
+                    if attempts < LOGIN_ATTEMPTS && route::begin_reactive(&ctx, &cluster, "primary unreachable at login") =>
+                {
+                    drop(admission);
+                    unreachable = Some(e);
+                }
+                Err(e) => {
+                    client.send(hello.next_seq, &e.payload()).await?;
+                    return Ok(None);
+                }
             }
         };
         drop(admission);

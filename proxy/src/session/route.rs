@@ -105,6 +105,14 @@ pub(super) async fn connect_primary(
     }
 }
 
+/// Start reactive buffering on `cluster` at the term the topology names now.
+/// False when the gate declined (a failover ended too recently, or no primary
+/// is coming).
+pub(super) fn begin_reactive(ctx: &ProxyContext, cluster: &baton_control::cluster::ClusterHandle, reason: &str) -> bool {
+    let Some((primary, term)) = ctx.primary_of(&cluster.name) else { return false };
+    cluster.gate.begin(term, &primary, reason, false).is_some()
+}
+
 fn unavailable(cluster: &str, addr: &str, e: crate::backend::BackendError) -> MysqlErrorOrRaw {
     match e {
         crate::backend::BackendError::Refused(raw) => MysqlErrorOrRaw::Raw(raw),
@@ -210,9 +218,13 @@ impl Session {
             };
             if pinned {
                 if self.backend.as_mut().is_none_or(|b| b.is_stale()) {
-                    if self.cluster.gate.episode() == self.checked_episode && self.backend.is_some() {
+                    if self.cluster.gate.episode() == self.checked_episode && self.backend.is_some() && self.probe_primary().await {
                         // Closed by its server (KILL, wait_timeout), not by a reparent.
                         return Err(server_closed());
+                    }
+                    if self.cluster.gate.episode() == self.checked_episode {
+                        // The primary died under the idle transaction.
+                        self.begin_reactive("a transaction's backend closed and a fresh probe of the primary failed");
                     }
                     // Revoked or lost before this command reached it: rolled back.
                     return self.lose_transaction(&command, false).await;
@@ -220,7 +232,25 @@ impl Session {
             } else {
                 match self.ensure_backend().await {
                     Ok(()) => {}
-                    Err(NotReady::ServerClosed) => return Err(server_closed()),
+                    Err(NotReady::ServerClosed) => {
+                        // Closed with nothing moving: by its server (KILL,
+                        // wait_timeout), or the primary died while the session was
+                        // idle. A fresh probe tells them apart: held like a command
+                        // that found the primary gone, or closed as the server would.
+                        drop(admission);
+                        if self.probe_primary().await {
+                            return Err(server_closed());
+                        }
+                        self.backend = None;
+                        if read_only_retries < READ_ONLY_RETRIES
+                            && self.begin_reactive("the session's backend closed and a fresh probe of the primary failed")
+                        {
+                            read_only_retries += 1;
+                            continue;
+                        }
+                        let e = MysqlError::backend_unavailable(&self.cluster.name, "?", "the primary does not answer");
+                        return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await;
+                    }
                     Err(NotReady::StateLost(what)) => {
                         return Err(ProxyError::Fatal(MysqlError::session_state_lost(&what)));
                     }
@@ -361,8 +391,7 @@ impl Session {
     /// Start reactive buffering (no reparent was announced, but the primary failed
     /// us). False when the gate declined (a failover ended too recently).
     fn begin_reactive(&self, reason: &str) -> bool {
-        let Some((primary, term)) = self.ctx.primary_of(&self.cluster.name) else { return false };
-        self.cluster.gate.begin(term, &primary, reason, false).is_some()
+        begin_reactive(&self.ctx, &self.cluster, reason)
     }
 
     /// Make sure the backend session is alive and on the primary the topology names
@@ -505,9 +534,12 @@ impl Session {
         };
         if let Some(a) = &analysis {
             self.state.held = self.state.held.union(a.pins).without(a.unpins);
-            if state_changed && a.pins.is_empty() {
+            if state_changed && a.pins.is_empty() && a.touches_tracking == 0 {
                 // The server says session state changed and nothing baton read
                 // explains it (a procedure's user variables or temporary tables).
+                // A change of the client's session tracking explains itself even
+                // when the narrowed tracking no longer names it: `follow_up`
+                // reads the tracking back.
                 self.state.held = self.state.held.union(crate::sql::Pins::SERVER_STATE);
             }
             for name in &a.defaulted {
