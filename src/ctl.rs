@@ -1,11 +1,12 @@
 //! `baton ctl`: drive and watch baton through its admin port.
 //!
 //! `baton ctl [--admin ADDR] [--token T] [--json] status | conditions CLUSTER |
-//! reparent CLUSTER [--to HOST:PORT] | failover CLUSTER | reload | topology`
+//! reparent CLUSTER [--to HOST:PORT] | failover CLUSTER | cancel CLUSTER | reload | topology`
 //!
 //! Exit codes: 0 done; 1 the operation ran and failed (reparent undone or held,
 //! not ready); 2 the request was refused as invalid (400, 404, 409, 422, 501);
-//! 3 the admin port cannot be reached; 4 authentication (401, 403).
+//! 3 the admin port cannot be reached; 4 authentication (401, 403); 5 stopped
+//! watching (Ctrl-C, lost connection) while the reparent or failover runs on.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

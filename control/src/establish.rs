@@ -25,6 +25,8 @@ use crate::topology::ClusterRecord;
 
 /// Why the tail stopped before the new primary was published.
 pub(crate) enum Failed {
+    /// An operator's cancel, taken before the promote.
+    Cancelled,
     Promote(String),
     Publish(String),
 }
@@ -32,6 +34,7 @@ pub(crate) enum Failed {
 impl Failed {
     pub(crate) fn message(&self) -> String {
         match self {
+            Failed::Cancelled => "cancelled by an operator".to_string(),
             Failed::Promote(e) => format!("promote failed: {e}"),
             Failed::Publish(e) => format!("publishing the new primary failed: {e}"),
         }
@@ -55,11 +58,14 @@ pub(crate) async fn establish(
     targets: Vec<Target<'_>>,
     not_following: Vec<String>,
 ) -> Result<Outcome, Failed> {
+    // The point of no return: a cancel is taken here or refused from here on.
+    if run.cancel_or_close(Step::Promote) {
+        return Err(Failed::Cancelled);
+    }
     promote(new).await.map_err(Failed::Promote)?;
     run.step(Step::Promote, format!("{new_addr} stopped replicating and is writable"));
     let term = record.term + 1;
     let next = ClusterRecord { primary: new_addr.to_string(), term, servers: record.servers.clone() };
-    run.point_of_no_return(Step::Publish);
     match store.put_cluster(&run.cluster.name, next).await {
         Ok(()) => run.step(Step::Publish, format!("topology names {new_addr} at term {term}")),
         // The store may name it already: going back could give two leaders.

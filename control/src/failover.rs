@@ -135,7 +135,10 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
         run.step(Step::Exclude, format!("errant, left out of the election and the repoint: {}", errant.join("; ")));
     }
 
-    // Elect.
+    // Elect. The fence again first: a connection registered at the old
+    // generation while the steps above ran is shut down, its acknowledgement
+    // refused, before the acknowledged GTIDs are read.
+    cluster.fence.close_all();
     let acked = cluster.acked.position();
     let winner = positions.iter().max_by_key(|(_, p, _)| gtid::advance(p)).cloned();
     let mut refusal = match &winner {
@@ -148,7 +151,8 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
             })
             .or_else(|| gtid::contains(wstate, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}"))),
     };
-    let cancelled = refusal.is_none() && run.cancel_requested();
+    // Cancel now or never: past this point a request is refused as too late.
+    let cancelled = refusal.is_none() && run.cancel_or_close(Step::Elect);
     if cancelled {
         refusal = Some("cancelled by an operator".to_string());
     }
@@ -168,12 +172,19 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
                 cluster.gate.release(episode, Release::Refused);
             }
         }
+        if !given_back {
+            // Nothing serves and nothing was promoted: fail fast (9109) rather
+            // than hold to the max failover duration; a restart of the old
+            // primary (re-established if it can be), another failover or an
+            // operator ends it.
+            cluster.gate.no_primary(episode, &format!("failover refused: {why}; {old} not given back"), true);
+        }
         let back = if given_back { format!("; {old} writable again, held requests released to it") } else { String::new() };
         run.step(Step::Elect, format!("refused: {why}{back}"));
         for (_, s) in replicas {
             s.close().await;
         }
-        let outcome = if cancelled { Outcome::Undone } else { Outcome::Refused };
+        let outcome = if cancelled && given_back { Outcome::Undone } else { Outcome::Refused };
         return Ok(run.finish(outcome, Some(why)));
     }
     let (winner, wpos, _) = winner.expect("checked");

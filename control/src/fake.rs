@@ -116,9 +116,9 @@ impl FakeCluster {
         gtid
     }
 
-    /// The servers that are up and writable.
+    /// The servers that are up, answering and writable.
     pub fn writable(&self) -> Vec<String> {
-        self.lock().iter().filter(|(_, s)| !s.down && !s.read_only).map(|(a, _)| a.clone()).collect()
+        self.lock().iter().filter(|(_, s)| !s.down && !s.hung && !s.read_only).map(|(a, _)| a.clone()).collect()
     }
 }
 

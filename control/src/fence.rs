@@ -62,12 +62,26 @@ impl BackendFence {
     /// cannot be duplicated (out of descriptors), it is registered without one:
     /// it cannot be shut down, but its acknowledgements are still fenced.
     pub fn register(self: &Arc<Self>, socket: &impl AsFd) -> Registration {
+        let generation = self.generation();
+        self.register_at(socket, generation)
+    }
+
+    /// Register a backend socket at `generation`, read before the connection
+    /// was opened ([`BackendFence::generation`]): a fence that came while it was
+    /// connecting shuts it down at once, and its acknowledgements are refused.
+    pub fn register_at(self: &Arc<Self>, socket: &impl AsFd, generation: u64) -> Registration {
         let dup = socket.as_fd().try_clone_to_owned().ok().map(TcpStream::from);
         let mut i = self.lock();
         i.next_id += 1;
-        let (id, generation) = (i.next_id, i.generation);
-        if let Some(d) = dup {
-            i.sockets.insert(id, (generation, d));
+        let id = i.next_id;
+        match dup {
+            Some(d) if generation < i.generation => {
+                let _ = d.shutdown(Shutdown::Both);
+            }
+            Some(d) => {
+                i.sockets.insert(id, (generation, d));
+            }
+            None => {}
         }
         Registration { fence: self.clone(), id, generation }
     }
@@ -132,6 +146,15 @@ mod tests {
         assert_eq!(recorded, 1);
         let fresh = fence.register(&client);
         assert!(fence.acknowledge(Some(fresh.generation), || recorded += 1));
+        // Connected before a fence, registered after it: shut down, refused.
+        let before = fence.generation();
+        fence.close_all();
+        let late = fence.register_at(&client, before);
+        assert!(!fence.acknowledge(Some(late.generation), || recorded += 1));
+        let mut c = client.try_clone().unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(c.read(&mut buf).unwrap(), 0, "shut down at once");
+        drop(late);
         drop(reg);
         drop(fresh);
         assert!(fence.lock().sockets.is_empty());

@@ -552,18 +552,26 @@ impl Gate {
     /// requests of a reactive episode with [`GateError::NoPrimary`] now, rather
     /// than at the max failover duration, and answer new ones the same way at
     /// once, until [`Gate::primary_back`] or a reparent or failover begins.
-    /// `why` is shown in the status. Returns how many held requests failed.
-    pub fn no_primary(&self, why: &str) -> usize {
+    /// `why` is shown in the status. It applies to episode `episode` only while
+    /// that episode is buffering (and is not a reparent's or failover's, unless
+    /// `planned_ok`: the failover itself gave up), or, once set, to update the
+    /// reason; otherwise (a failover began meanwhile) it does nothing, decided
+    /// under the same lock as [`Gate::begin`]. Returns how many held requests failed.
+    pub fn no_primary(&self, episode: u64, why: &str, planned_ok: bool) -> usize {
         let waiters = self.update(|i| {
+            let buffering = i.status.phase == Phase::Buffering && i.status.episode == episode && (planned_ok || !i.status.planned);
+            let already = i.status.phase != Phase::Buffering && i.status.no_primary.is_some();
+            if !buffering && !already {
+                return Vec::new();
+            }
             if i.status.no_primary.as_deref() != Some(why) {
                 tracing::warn!(why, "no primary is coming: requests fail at once (9109)");
             }
             i.status.no_primary = Some(why.to_string());
             self.no_primary.store(true, Ordering::SeqCst);
-            if i.status.phase != Phase::Buffering || i.status.planned {
+            if !buffering {
                 return Vec::new();
             }
-            let episode = i.status.episode;
             i.ended_as(episode, Err(GateError::NoPrimary));
             i.status.phase = Phase::Idle;
             i.last_end = Some(Instant::now());
@@ -745,13 +753,15 @@ mod tests {
             min_time_between_failovers: Duration::ZERO,
             drain_concurrency: 2,
         });
-        gate.begin(1, "a", "primary down", false).unwrap();
+        let ep = gate.begin(1, "a", "primary down", false).unwrap();
         let g = gate.clone();
         let held = tokio::spawn(async move { g.admit().await.map(|_| ()) });
         while gate.status().queued == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(gate.no_primary("a is back read-only but lacks acknowledged writes"), 1);
+        assert_eq!(gate.no_primary(ep + 1, "another episode", false), 0, "only for its own episode");
+        assert!(gate.status().no_primary.is_none());
+        assert_eq!(gate.no_primary(ep, "a is back read-only but lacks acknowledged writes", false), 1);
         assert_eq!(held.await.unwrap(), Err(GateError::NoPrimary));
         assert_eq!(gate.phase(), Phase::Idle);
         assert_eq!(gate.admit().await.map(|_| ()), Err(GateError::NoPrimary), "new requests fail at once");
@@ -759,9 +769,12 @@ mod tests {
         gate.primary_back();
         assert!(gate.status().no_primary.is_none());
         assert!(gate.admit().await.is_ok());
-        // A failover clears it too.
-        gate.no_primary("x");
-        assert!(gate.begin(1, "a", "failover", true).is_some());
+        // A failover clears it too, and a late verdict on its episode is ignored.
+        let ep = gate.begin(1, "a", "suspicion", false).unwrap();
+        gate.no_primary(ep, "x", false);
+        assert_eq!(gate.begin(1, "a", "failover", true), Some(ep + 1));
+        assert!(gate.status().no_primary.is_none());
+        assert_eq!(gate.no_primary(ep + 1, "late", false), 0, "a failover's episode is not the monitor's to end");
         assert!(gate.status().no_primary.is_none());
     }
 }

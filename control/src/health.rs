@@ -133,11 +133,12 @@ async fn reestablish(
     servers: &[ServerHealth],
     errant: &[String],
     last_writable: Option<std::time::Instant>,
-) -> Option<Result<String, String>> {
+) -> Option<Result<String, (u64, String)>> {
     let status = cluster.gate.status();
     let p = primary?;
-    let applies = status.phase == Phase::Buffering
-        && !status.planned
+    // Held for it (a reactive episode), or already failing fast because of it.
+    let held = (status.phase == Phase::Buffering && !status.planned) || status.no_primary.is_some();
+    let applies = held
         && status.start_term == record.term
         && status.old_primary == record.primary
         && p.reachable
@@ -148,23 +149,26 @@ async fn reestablish(
         return None;
     }
     if let Some(w) = servers.iter().find(|s| s.addr != p.addr && s.read_only == Some(false)) {
-        return Some(Err(format!("{} is back read-only but not re-established: {} is writable", p.addr, w.addr)));
+        return Some(Err((status.episode, format!("{} is back read-only but not re-established: {} is writable", p.addr, w.addr))));
     }
     if errant.iter().any(|e| errant_addr(e) == p.addr) {
-        return Some(Err(format!("{} is back read-only but errant: not re-established", p.addr)));
+        return Some(Err((status.episode, format!("{} is back read-only but errant: not re-established", p.addr))));
     }
     let acked = cluster.acked.position();
     let pstate = p.gtid_history.as_deref().or(p.gtid_binlog_state.as_deref()).unwrap_or_default();
     if let Err(why) = gtid::contains(pstate, &acked) {
-        return Some(Err(format!("{} is back read-only but lacks acknowledged writes ({why}): not re-established; fail over to a replica", p.addr)));
+        return Some(Err((
+            status.episode,
+            format!("{} is back read-only but lacks acknowledged writes ({why}): not re-established; fail over to a replica", p.addr),
+        )));
     }
     // A replica ahead of it (a transaction the crash recovery dropped here, e.g.
     // with init_rpl_role=SLAVE) would diverge from it: a failover is the way then.
     for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
         if let Err(why) = gtid::errant(pstate, s.gtid_binlog_state.as_deref().unwrap_or_default(), s.server_id) {
-            return Some(Err(format!(
-                "{} is back read-only but {} is ahead of it ({why}): not re-established; fail over to a replica",
-                p.addr, s.addr
+            return Some(Err((
+                status.episode,
+                format!("{} is back read-only but {} is ahead of it ({why}): not re-established; fail over to a replica", p.addr, s.addr),
             )));
         }
     }
@@ -172,7 +176,7 @@ async fn reestablish(
     // read-only on a live primary may be another tool's revocation (a reparent
     // baton does not know of); making it writable again could give two primaries.
     let Some(seen) = last_writable else {
-        return Some(Err(format!("{} is read-only and was never seen serving writes: not re-established", p.addr)));
+        return Some(Err((status.episode, format!("{} is read-only and was never seen serving writes: not re-established", p.addr))));
     };
     let since_seen = seen.elapsed();
     let uptime = match cluster.connect(&p.addr).await {
@@ -184,13 +188,21 @@ async fn reestablish(
         Err(_) => return None,
     };
     if std::time::Duration::from_secs(uptime + 1) >= since_seen {
-        return Some(Err(format!("{} is read-only but did not restart since it last served writes (up {uptime} s): not re-established", p.addr)));
+        return Some(Err((
+            status.episode,
+            format!("{} is read-only but did not restart since it last served writes (up {uptime} s): not re-established", p.addr),
+        )));
     }
     let _lock = cluster.reparent_lock.try_lock().ok()?;
+    if status.phase != Phase::Buffering {
+        // Failing fast (no episode): hold again while it is re-established, so
+        // that the supervisor releases only once every condition holds.
+        cluster.gate.begin(record.term, &p.addr, &format!("re-establishing {}", p.addr), true);
+    }
     let term = record.term + 1;
     let next = crate::topology::ClusterRecord { primary: p.addr.clone(), term, servers: record.servers.clone() };
     if let Err(e) = store.put_cluster(&cluster.name, next).await {
-        return Some(Err(format!("re-establishing {}: publishing term {term} failed: {e}", p.addr)));
+        return Some(Err((status.episode, format!("re-establishing {}: publishing term {term} failed: {e}", p.addr))));
     }
     let writable = match cluster.connect(&p.addr).await {
         Ok(mut s) => {
@@ -204,7 +216,7 @@ async fn reestablish(
         Ok(()) => {
             Ok(format!("re-established {} at term {term}: it came back containing every acknowledged write and nothing else was promoted", p.addr))
         }
-        Err(e) => Err(format!("published {} at term {term} but could not make it writable: {e}", p.addr)),
+        Err(e) => Err((status.episode, format!("published {} at term {term} but could not make it writable: {e}", p.addr))),
     })
 }
 
@@ -225,7 +237,10 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
             _ = tokio::time::sleep(settings.health_interval) => {}
         }
         if !settings.admin_configured {
-            continue; // nothing can be checked without the control plane's account
+            // Nothing can be checked without the control plane's account (a
+            // reload may have removed it): nothing to fail fast for either.
+            cluster.gate.primary_back();
+            continue;
         }
         let topo = store.current();
         let Some(record) = topo.cluster(&cluster.name).cloned() else { continue };
@@ -361,11 +376,11 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
         let seen = last_writable.as_ref().filter(|(a, _)| *a == record.primary).map(|(_, t)| *t);
         match reestablish(&cluster, &store, &record, primary_health.as_ref(), &servers, &errant_now, seen).await {
             Some(Ok(a)) => action = Some(a),
-            Some(Err(why)) => {
+            Some(Err((episode, why))) => {
                 // It answers and cannot be re-established; nothing else was
                 // promoted: no primary is coming without an operator. Fail fast.
                 let what = format!("{why}. An operator repairs it or fails over: `baton ctl failover {}`", cluster.name);
-                cluster.gate.no_primary(&what);
+                cluster.gate.no_primary(episode, &what, false);
                 action = Some(why);
             }
             None => {}

@@ -154,6 +154,7 @@ impl Planned<'_> {
         match outcome {
             Ok(Outcome::Ok) => (Outcome::Ok, None),
             Ok(o) => (o, self.run.report.error.clone()),
+            Err(Failed::Cancelled) => self.undo(false, Failed::Cancelled.message()).await,
             Err(f) => self.undo(true, f.message()).await,
         }
     }
@@ -327,27 +328,66 @@ impl Planned<'_> {
     }
 
     /// Undo, before anything was published: the candidate back to replicating
-    /// from the old primary, read-only (if it was promoted), the old primary
-    /// writable again at the same term, the held requests released to it, the
-    /// other proxies told.
+    /// from the old primary and read-only (if it was promoted; confirmed over a
+    /// fresh connection, since a statement that timed out may still apply), the
+    /// old primary writable again at the same term, the held requests released to
+    /// it, the other proxies told. If either cannot be made so, nothing is
+    /// released (two writable servers, or a drain into 1290s): requests fail fast
+    /// (9109) with what is left to repair, and the outcome is `held`.
     async fn undo(&mut self, promoted: bool, error: String) -> (Outcome, Option<String>) {
-        let s = self.run.cluster.settings();
+        let cluster = self.run.cluster;
+        let s = cluster.settings();
         let mut notes = Vec::new();
+        let mut candidate_safe = true;
         if promoted {
             if let Err(e) = self.cand.replicate_from(&self.old, &s.repl_user, &s.repl_password, false).await {
                 notes.push(format!("candidate not repointed: {e}"));
             }
             let _ = self.cand.set_read_only(true).await;
+            let confirmed = match cluster.connect(&self.candidate).await {
+                Ok(mut c) => {
+                    let r = c.read_only().await;
+                    c.close().await;
+                    r.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match confirmed {
+                Ok(true) => notes.push(format!("{} read-only again", self.candidate)),
+                Ok(false) => {
+                    candidate_safe = false;
+                    notes.push(format!("{} is still writable", self.candidate));
+                }
+                Err(e) => {
+                    candidate_safe = false;
+                    notes.push(format!("{} not confirmed read-only ({e})", self.candidate));
+                }
+            }
         }
-        match self.oldc.set_read_only(false).await {
-            Ok(()) => notes.push(format!("{} writable again", self.old)),
-            Err(e) => notes.push(format!("{} could not be made writable: {e}", self.old)),
+        let writable = if !candidate_safe {
+            notes.push(format!("{} left read-only (two writable servers otherwise)", self.old));
+            false
+        } else {
+            match self.oldc.set_read_only(false).await {
+                Ok(()) => {
+                    notes.push(format!("{} writable again", self.old));
+                    true
+                }
+                Err(e) => {
+                    notes.push(format!("{} could not be made writable: {e}", self.old));
+                    false
+                }
+            }
+        };
+        if writable {
+            cluster.gate.release(self.episode, Release::Undone);
+        } else {
+            cluster.gate.no_primary(self.episode, &format!("a reparent's undo is incomplete ({}); an operator repairs it", notes.join("; ")), true);
         }
-        self.run.cluster.gate.release(self.episode, Release::Undone);
         if let Some((p, a)) = &self.announced {
             p.settle(a, "undone").await;
         }
         self.run.step(Step::Undo, notes.join("; "));
-        (Outcome::Undone, Some(error))
+        (if writable { Outcome::Undone } else { Outcome::Held }, Some(error))
     }
 }

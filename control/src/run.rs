@@ -240,9 +240,19 @@ impl<'a> Run<'a> {
         asked
     }
 
-    /// From here on the procedure cannot be undone: a cancel request is refused.
-    pub(crate) fn point_of_no_return(&mut self, step: Step) {
-        self.cluster.cancel.close(step);
+    /// One decision, under the switch's lock: cancel now (true: a request came;
+    /// recorded as the `cancel` step), or close the switch so that a request from
+    /// here on is refused as too late (the procedure is past `step`'s point of
+    /// no return).
+    pub(crate) fn cancel_or_close(&mut self, step: Step) -> bool {
+        if self.cluster.cancel.take_or_close(step) {
+            if !self.report.cancel_requested {
+                self.report.cancel_requested = true;
+                self.step(Step::Cancel, "cancel requested by an operator: undoing");
+            }
+            return true;
+        }
+        false
     }
 
     fn publish(&self) {
@@ -289,12 +299,16 @@ impl CancelSwitch {
         s.open && s.requested
     }
 
-    fn close(&self, at: Step) {
+    fn take_or_close(&self, at: Step) -> bool {
         let mut s = self.lock();
+        if s.open && s.requested {
+            return true;
+        }
         if s.open {
             s.open = false;
             s.closed_at = Some(at);
         }
+        false
     }
 
     fn done(&self) {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::ClusterHandle;
 use crate::fake::FakeCluster;
-use crate::gate::{Phase, Release};
+use crate::gate::{GateError, Phase, Release};
 use crate::run::{Outcome, ReparentError, Step};
 use crate::store::Store;
 use crate::Config;
@@ -165,8 +165,8 @@ async fn cancel_switch_refuses_past_the_publish_step() {
     let f = fixture("").await;
     let run = crate::run::Run::new(&f.cluster, A, B, 1);
     let mut run = run;
-    run.point_of_no_return(Step::Publish);
-    assert!(matches!(f.cluster.cancel.request("main"), Err(ReparentError::TooLate(_, Step::Publish))));
+    assert!(!run.cancel_or_close(Step::Promote));
+    assert!(matches!(f.cluster.cancel.request("main"), Err(ReparentError::TooLate(_, Step::Promote))));
     let _ = run.finish(Outcome::Ok, None);
     assert!(matches!(f.cluster.cancel.request("main"), Err(ReparentError::NotRunning(_))));
 }
@@ -230,7 +230,9 @@ async fn failover_refuses_a_split_brain_and_keeps_the_crashed_primary_revoked() 
     assert!(r.error.as_deref().unwrap_or("").contains("split brain"), "{r:?}");
     assert_eq!(f.primary(), (A.to_string(), 1));
     assert!(f.fake.writable().is_empty(), "nothing promoted, nothing given back: {:?}", f.fake.writable());
-    assert_eq!(f.cluster.gate.phase(), Phase::Buffering, "held: the gate is not released to a primary that was not serving");
+    // Not released to a primary that was not serving: requests fail fast (9109).
+    assert_eq!(f.cluster.gate.status().last_release, None);
+    assert!(f.cluster.gate.status().no_primary.is_some_and(|w| w.contains("split brain")), "{:?}", f.cluster.gate.status());
 }
 
 #[tokio::test(start_paused = true)]
@@ -318,4 +320,122 @@ async fn conditions_fail_while_the_old_primary_is_writable_or_lacks_nothing_else
     let report = crate::conditions::evaluate(&f.cluster, &f.store.current(), &status, &report).await;
     assert!(report.failing().join(" ").contains("C4"), "{:?}", report.failing());
     let _ = Duration::ZERO;
+}
+
+// Regressions from the adversarial review (each reproduced the fault first).
+
+fn steps_of(c: &ClusterHandle) -> Vec<Step> {
+    c.last_reparent.lock().unwrap().as_ref().map(|r| r.steps.iter().map(|s| s.step).collect()).unwrap_or_default()
+}
+
+/// A cancel accepted after the last between-steps check (here while the tail
+/// connects to a hung replica) is taken at the promote, never ignored.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_accepted_before_the_promote_is_honoured() {
+    let f = fixture("").await;
+    f.fake.with(C, |s| s.hung = true);
+    let (cluster, store) = (f.cluster.clone(), f.store.clone());
+    let task = tokio::spawn(async move { crate::reparent::planned(&cluster, &store, Some(B)).await });
+    while !steps_of(&f.cluster).contains(&Step::CatchUp) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(f.cluster.cancel.request("main").is_ok(), "accepted (202)");
+    let r = task.await.unwrap().unwrap();
+    assert_eq!(r.outcome, Outcome::Undone, "{r:?}");
+    assert!(r.cancel_requested && r.steps.iter().any(|s| s.step == Step::Cancel), "{r:?}");
+    assert_eq!(f.primary(), (A.to_string(), 1));
+    assert_eq!(f.fake.writable(), vec![A.to_string()]);
+}
+
+/// A failover refused with nothing given back fails its held requests fast
+/// (9109), instead of holding them to the max failover duration.
+#[tokio::test(start_paused = true)]
+async fn a_refused_failover_that_gives_nothing_back_fails_fast() {
+    let f = fixture("").await;
+    for r in [B, C] {
+        f.fake.with(r, |s| {
+            s.source = None;
+            s.io_running = false;
+        });
+        f.fake.write(r);
+        f.fake.with(r, |s| {
+            s.source = Some(A.into());
+            s.io_running = true;
+            s.sql_running = false;
+        });
+    }
+    f.fake.with(A, |s| s.read_only = true);
+    let g = f.cluster.gate.clone();
+    g.begin(1, A, "primary failed 2 health checks", false).unwrap();
+    let held = tokio::spawn({
+        let g = g.clone();
+        async move { g.admit().await.map(|_| ()) }
+    });
+    while g.status().queued == 0 {
+        tokio::task::yield_now().await;
+    }
+    let r = crate::failover::emergency(&f.cluster, &f.store, "test").await.unwrap();
+    assert_eq!(r.outcome, Outcome::Refused);
+    assert_eq!(held.await.unwrap(), Err(GateError::NoPrimary));
+    assert!(g.status().no_primary.unwrap_or_default().contains("failover refused"));
+}
+
+/// The health monitor's verdict on a reactive episode does not end a failover's
+/// that began meanwhile.
+#[tokio::test]
+async fn no_primary_does_not_end_an_episode_a_failover_took_over() {
+    let f = fixture("").await;
+    let g = &f.cluster.gate;
+    let ep = g.begin(1, A, "suspicion", false).unwrap();
+    assert_eq!(g.begin(1, A, "failover", true), Some(ep));
+    assert_eq!(g.no_primary(ep, "A is read-only but did not restart", false), 0);
+    assert_eq!(g.phase(), Phase::Buffering);
+    assert!(g.status().no_primary.is_none());
+}
+
+/// The supervisor does not end a failover's episode at the max failover
+/// duration while the failover runs: the gate must not open onto the old primary.
+#[tokio::test(start_paused = true)]
+async fn the_max_duration_does_not_open_the_gate_under_a_running_failover() {
+    let f = fixture("[buffer]\nmax_failover_duration_ms = 500\n[health]\ntimeout_ms = 8000\ninterval_ms = 9000").await;
+    f.fake.with(A, |s| s.hung = true);
+    let (cluster, store) = (f.cluster.clone(), f.store.clone());
+    let task = tokio::spawn(async move { crate::failover::emergency(&cluster, &store, "test").await });
+    let started = std::time::Instant::now();
+    while !steps_of(&f.cluster).contains(&Step::Elect) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The supervisor's bound is wall-clock: make sure it has passed.
+        if started.elapsed() < Duration::from_millis(600) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(f.cluster.gate.phase(), Phase::Buffering, "the episode must outlive the bound while the failover runs");
+    let _ = task.await.unwrap().unwrap();
+    assert_eq!(f.fake.writable().len(), 1, "{:?}", f.fake.writable());
+}
+
+/// Failing fast does not stick: a primary the operator then restarts (the
+/// repair for "did not restart since it last served writes") is re-established.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_fast_ends_when_the_restarted_primary_can_be_re_established() {
+    let f = fixture("[buffer]\nmin_time_between_failovers_ms = 0\n[health]\ninterval_ms = 200\ntimeout_ms = 100").await;
+    let metrics = Arc::new(crate::metrics::Metrics::new(&["main".to_string()]));
+    tokio::spawn(crate::health::monitor(f.cluster.clone(), f.store.clone(), metrics, f.stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await; // A seen writable
+    f.fake.with(A, |s| s.read_only = true); // another tool revoked it
+    f.cluster.gate.begin(1, A, "primary is read-only (1290)", false).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while f.cluster.gate.status().no_primary.is_none() {
+        assert!(std::time::Instant::now() < deadline, "never failed fast: {:?}", f.cluster.gate.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f.fake.with(A, |s| s.uptime = 0); // the operator restarts it
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while f.primary().1 != 2 || f.cluster.gate.phase() != Phase::Idle {
+        assert!(std::time::Instant::now() < deadline, "not re-established: {:?}", f.cluster.gate.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(f.cluster.gate.status().no_primary.is_none());
+    assert_eq!(f.fake.writable(), vec![A.to_string()]);
 }

@@ -33,7 +33,11 @@ pub async fn supervise(cluster: Arc<ClusterHandle>, mut topo: watch::Receiver<Ar
                 break;
             }
             let settings = cluster.settings();
-            if status.since.is_some_and(|t| t.elapsed() >= settings.max_failover_duration) {
+            // Not while a reparent or failover runs (it holds the reparent lock):
+            // it has its own bound, and ending its episode here would let writes
+            // through to a primary it is replacing.
+            let procedure_running = cluster.reparent_lock.try_lock().is_err();
+            if !procedure_running && status.since.is_some_and(|t| t.elapsed() >= settings.max_failover_duration) {
                 cluster.gate.fail(episode, GateError::MaxDuration);
                 break;
             }

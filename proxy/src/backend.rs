@@ -288,9 +288,10 @@ fn switch_nonce<'a>(plugin: &[u8], data: &'a [u8]) -> &'a [u8] {
 impl Backend {
     /// Register this connection with `fence` (its socket is shut down, and its
     /// acknowledgements refused, when a failover begins).
-    pub fn fence_with(&mut self, fence: &std::sync::Arc<baton_control::fence::BackendFence>) {
+    /// `generation` is the fence's, read before this connection was opened.
+    pub fn fence_with(&mut self, fence: &std::sync::Arc<baton_control::fence::BackendFence>, generation: u64) {
         if let Some(tcp) = self.io.get_ref().tcp() {
-            self.fence = Some(fence.register(tcp));
+            self.fence = Some(fence.register_at(tcp, generation));
         }
     }
 

@@ -72,13 +72,14 @@ impl Session {
                 }
             }
         } else {
-            route::connect_primary(&self.ctx, &cluster.name, &login, self.registration.client_id()).await.map(Some)
+            let generation = cluster.fence.generation();
+            route::connect_primary(&self.ctx, &cluster.name, &login, self.registration.client_id()).await.map(|(b, t)| Some((b, t, generation)))
         };
         match result {
             Ok(fresh) => {
                 drop(admission);
-                if let Some((mut backend, term)) = fresh {
-                    backend.fence_with(&cluster.fence);
+                if let Some((mut backend, term, generation)) = fresh {
+                    backend.fence_with(&cluster.fence, generation);
                     if let Some(old) = self.backend.replace(backend) {
                         old.quit().await;
                     }

@@ -149,7 +149,7 @@ impl Session {
         let mut attempts = 0;
         // Why the last attempt failed: the answer if the hold ends without a primary.
         let mut unreachable: Option<MysqlErrorOrRaw> = None;
-        let (mut backend, term, admission) = loop {
+        let (mut backend, term, admission, generation) = loop {
             attempts += 1;
             let admission = match cluster.gate.admit().await {
                 Ok(a) => a,
@@ -159,6 +159,9 @@ impl Session {
                     return Ok(None);
                 }
             };
+            // Read before connecting: a failover's fence while it connects
+            // shuts this connection down when it registers.
+            let generation = cluster.fence.generation();
             // The greeted connection serves if it is on the primary the topology names now.
             let fresh = greeted.take().filter(|(g, term)| ctx.primary_of(&cluster.name).is_some_and(|(p, t)| p == g.addr() && t == *term));
             let connected = match fresh {
@@ -172,7 +175,7 @@ impl Session {
                 None => route::connect_primary(&ctx, &cluster.name, &login, registration.client_id()).await,
             };
             match connected {
-                Ok((b, term)) => break (b, term, admission),
+                Ok((b, term)) => break (b, term, admission, generation),
                 // The primary cannot be reached (not an ERR it sent): a login is
                 // held like a statement, while a failover may name another.
                 Err(e @ MysqlErrorOrRaw::Mysql(_))
@@ -188,7 +191,7 @@ impl Session {
             }
         };
         drop(admission);
-        backend.fence_with(&cluster.fence);
+        backend.fence_with(&cluster.fence, generation);
         registration.moved(Thread { addr: backend.addr.clone(), id: backend.connection_id });
         client.send(hello.next_seq, &proto::ok_payload(0, proto::SERVER_STATUS_AUTOCOMMIT)).await?;
         let mut state = SessionState::new(hello.db);

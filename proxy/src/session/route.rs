@@ -433,6 +433,7 @@ impl Session {
             client_ext_caps: self.ext_caps,
         };
         let own = self.registration.client_id();
+        let generation = self.cluster.fence.generation();
         let (mut backend, term) = match connect_primary(&self.ctx, &self.cluster.name, &login, own).await {
             Ok(b) => b,
             // The schema may be gone on the new primary: log in without it.
@@ -449,7 +450,7 @@ impl Session {
         tracing::debug!(addr = %backend.addr, term, "session moved to the primary");
         self.registration.moved(Thread { addr: backend.addr.clone(), id: backend.connection_id });
         self.max_packet = backend.defaults.max_allowed_packet.min(self.ctx.limits().max_allowed_packet);
-        backend.fence_with(&self.cluster.fence);
+        backend.fence_with(&self.cluster.fence, generation);
         self.backend = Some(backend);
         self.backend_term = term;
         Ok(())
