@@ -76,7 +76,7 @@ pub(crate) async fn establish(
     }
     run.report.term = term;
     repoint(run, new_addr, targets, not_following).await;
-    Ok(if verify(run, episode).await { Outcome::Ok } else { Outcome::Held })
+    Ok(if verify(run, episode, new_addr).await { Outcome::Ok } else { Outcome::Held })
 }
 
 async fn promote(new: &mut Server) -> Result<(), String> {
@@ -120,14 +120,28 @@ pub(crate) async fn repoint(run: &mut Run<'_>, primary: &str, mut targets: Vec<T
 /// `episode`. True when it was released because every condition held (decided
 /// by how that episode ended, not by the latest report: a new episode may have
 /// begun right after it drained).
-pub(crate) async fn verify(run: &mut Run<'_>, episode: u64) -> bool {
+///
+/// While it waits, a server that comes back (a crashed one restarting, read-only,
+/// not replicating, its history contained in the new primary's, not errant) is
+/// pointed at `primary` (every [`FOLLOW_AGAIN`]): with `semi_sync` the new
+/// primary may have no replica left until then (C5).
+pub(crate) async fn verify(run: &mut Run<'_>, episode: u64, primary: &str) -> bool {
     let cluster = run.cluster;
     let mut rx = cluster.gate.watch();
-    let deadline = cluster.settings().max_failover_duration;
-    let _ = tokio::time::timeout(deadline, rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering)).await;
+    let deadline = tokio::time::Instant::now() + cluster.settings().max_failover_duration;
+    let mut rejoined = Vec::new();
+    loop {
+        let wait = async { rx.wait_for(|s| s.episode != episode || s.phase != Phase::Buffering).await.is_ok() };
+        let ended = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + FOLLOW_AGAIN), wait).await.is_ok();
+        if ended || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        follow_again(cluster, primary, &mut rejoined).await;
+    }
+    let also = if rejoined.is_empty() { String::new() } else { format!(" (came back and now replicate from {primary}: {})", rejoined.join(", ")) };
     match cluster.gate.outcome(episode) {
         Some(Ok(Release::ConditionsHold)) => {
-            run.step(Step::Verify, "every leadership condition holds; draining");
+            run.step(Step::Verify, format!("every leadership condition holds; draining{also}"));
             true
         }
         how => {
@@ -138,9 +152,43 @@ pub(crate) async fn verify(run: &mut Run<'_>, episode: u64) -> bool {
                 Some(Ok(r)) => format!("released ({r:?})"),
                 Some(Err(e)) => format!("failed ({e:?})"),
             };
-            run.step(Step::Verify, format!("not every condition held (episode {ended}): {failing}"));
+            run.step(Step::Verify, format!("not every condition held (episode {ended}): {failing}{also}"));
             run.report.error = Some(format!("conditions not met: {failing}"));
             false
         }
+    }
+}
+
+/// How often the verify step looks for servers that came back.
+const FOLLOW_AGAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Point every server that answers, is read-only, replicates from nothing, is
+/// not errant and whose history `primary` contains, at `primary`.
+async fn follow_again(cluster: &crate::cluster::ClusterHandle, primary: &str, rejoined: &mut Vec<String>) {
+    let s = cluster.settings();
+    let errant = cluster.health.lock().unwrap_or_else(|p| p.into_inner()).errant.clone();
+    let mut login = s.admin.clone();
+    login.timeout = s.health_timeout;
+    let mut history = None;
+    for addr in s.servers.iter().filter(|a| *a != primary && !errant.iter().any(|e| crate::health::errant_addr(e) == *a)) {
+        let Ok(mut c) = cluster.connect_with(addr, &login).await else { continue };
+        let idle = matches!(c.replication().await, Ok(None)) && matches!(c.read_only().await, Ok(true));
+        if idle {
+            if history.is_none() {
+                if let Ok(mut p) = cluster.connect_with(primary, &login).await {
+                    history = p.gtid_history().await.ok();
+                    p.close().await;
+                }
+            }
+            let contained = match (&history, c.gtid_history().await) {
+                (Some(h), Ok(own)) => crate::gtid::contains(h, &own).is_ok(),
+                _ => false,
+            };
+            if contained && c.replicate_from(primary, &s.repl_user, &s.repl_password, true).await.is_ok() {
+                tracing::info!(cluster = %cluster.name, server = %addr, %primary, "a server that came back replicates from the new primary");
+                rejoined.push(addr.clone());
+            }
+        }
+        c.close().await;
     }
 }

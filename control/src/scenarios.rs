@@ -439,3 +439,33 @@ async fn failing_fast_ends_when_the_restarted_primary_can_be_re_established() {
     assert!(f.cluster.gate.status().no_primary.is_none());
     assert_eq!(f.fake.writable(), vec![A.to_string()]);
 }
+
+/// With semi_sync, a failover whose only other servers are errant or down waits
+/// in verify (C5); a server that comes back contained is pointed at the new
+/// primary there, and the failover completes (the nemesis waited 30 s for the
+/// monitor, which rejoins only once the gate is idle).
+#[tokio::test(start_paused = true)]
+async fn verify_points_a_server_that_comes_back_at_the_new_primary() {
+    let f = fixture("").await;
+    f.acked_writes(A, 1);
+    f.fake.with(C, |s| s.down = true);
+    f.fake.with(A, |s| s.down = true);
+    let (cluster, store) = (f.cluster.clone(), f.store.clone());
+    let task = tokio::spawn(async move { crate::failover::emergency(&cluster, &store, "test").await });
+    while !steps_of(&f.cluster).contains(&Step::Repoint) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // C restarts: read-only, not replicating, its history contained in B's.
+    f.fake.with(C, |s| {
+        s.down = false;
+        s.read_only = true;
+        s.source = None;
+        s.io_running = false;
+        s.sql_running = false;
+    });
+    let r = task.await.unwrap().unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(f.fake.get(C).source.as_deref(), Some(B));
+    let verify = r.steps.iter().find(|s| s.step == Step::Verify).unwrap();
+    assert!(verify.detail.contains("came back"), "{}", verify.detail);
+}
