@@ -41,6 +41,55 @@ impl Rng {
     }
 }
 
+/// Rebuild `server` from `primary` (README "Errant servers", discard): dump
+/// the test schema with its GTID position, load it without binlogging, reset
+/// the binlog, and replicate from that position. False if a step failed.
+async fn rebuild_from(server: &str, primary: &str) -> bool {
+    let (host, pport) = primary.rsplit_once(':').unwrap();
+    let (_, sport) = server.rsplit_once(':').unwrap();
+    let (host, pport, sport) = (host.to_string(), pport.to_string(), sport.to_string());
+    tokio::task::spawn_blocking(move || {
+        let sql = |port: &str, stmt: &str| {
+            std::process::Command::new("mariadb")
+                .args(["-h", &host, "-P", port, "-uadmin", "-padmin", "-N", "-e", stmt])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !sql(&sport, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=ON") {
+            return false;
+        }
+        let Ok(dump) = std::process::Command::new("mariadb-dump")
+            .args(["-h", &host, "-P", &pport, "-uadmin", "-padmin", "--single-transaction", "--gtid", "--master-data=2", "--databases", "baton_test"])
+            .output()
+        else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&dump.stdout).to_string();
+        let Some(pos) = text.lines().find_map(|l| l.split("gtid_slave_pos='").nth(1).and_then(|r| r.split('\'').next())) else { return false };
+        let load = std::process::Command::new("mariadb")
+            .args(["-h", &host, "-P", &sport, "-uadmin", "-padmin", "--init-command=SET sql_log_bin=0"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(text.as_bytes())?;
+                c.wait()
+            });
+        if !load.is_ok_and(|s| s.success()) {
+            return false;
+        }
+        sql(
+            &sport,
+            &format!(
+                "RESET MASTER; SET GLOBAL gtid_slave_pos='{pos}'; CHANGE MASTER TO MASTER_HOST='{host}', MASTER_PORT={pport}, \
+                 MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE"
+            ),
+        )
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// Servers answering read_only=OFF now; a pair is re-read before it counts.
 async fn writable_servers(info: &baton_testkit::ClusterInfo) -> Vec<String> {
     let mut out = Vec::new();
@@ -176,6 +225,16 @@ async fn nemesis_keeps_one_writable_primary_and_every_acknowledged_write() {
         let settle = Instant::now();
         while acked.load(Ordering::Relaxed) < before + 50 && settle.elapsed() < MAX_PAUSE * 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The operator: a server baton reports errant is rebuilt from the
+        // primary, as the README's "Errant servers" says (its transaction discarded).
+        let errant = running.proxy.clusters["main"].health.lock().unwrap().errant.clone();
+        let primary = running.store.current().cluster("main").unwrap().primary.clone();
+        for e in errant {
+            let addr = baton_control::health::errant_addr(&e).to_string();
+            if addr != primary && rebuild_from(&addr, &primary).await {
+                actions.push(format!("{:.1}s operator rebuilt errant {addr} from {primary}", started.elapsed().as_secs_f32()));
+            }
         }
     }
     for r in restarts {

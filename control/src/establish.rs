@@ -163,7 +163,7 @@ pub(crate) async fn verify(run: &mut Run<'_>, episode: u64, primary: &str) -> bo
 const FOLLOW_AGAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Point every server that answers, is read-only, replicates from nothing, is
-/// not errant and whose history `primary` contains, at `primary`.
+/// not errant and whose position `primary` contains, at `primary`.
 async fn follow_again(cluster: &crate::cluster::ClusterHandle, primary: &str, rejoined: &mut Vec<String>) {
     let s = cluster.settings();
     let errant = cluster.health.lock().unwrap_or_else(|p| p.into_inner()).errant.clone();
@@ -174,13 +174,16 @@ async fn follow_again(cluster: &crate::cluster::ClusterHandle, primary: &str, re
         let Ok(mut c) = cluster.connect_with(addr, &login).await else { continue };
         let idle = matches!(c.replication().await, Ok(None)) && matches!(c.read_only().await, Ok(true));
         if idle {
+            // The health monitor's rejoin rule: its position (last GTID per
+            // domain) is in the primary's binlog state. (Whole histories differ
+            // after a server was rebuilt: RESET MASTER keeps only a position.)
             if history.is_none() {
                 if let Ok(mut p) = cluster.connect_with(primary, &login).await {
-                    history = p.gtid_history().await.ok();
+                    history = p.gtid_binlog_state().await.ok();
                     p.close().await;
                 }
             }
-            let contained = match (&history, c.gtid_history().await) {
+            let contained = match (&history, c.gtid_binlog_pos().await) {
                 (Some(h), Ok(own)) => crate::gtid::contains(h, &own).is_ok(),
                 _ => false,
             };

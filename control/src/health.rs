@@ -164,7 +164,9 @@ async fn reestablish(
     }
     // A replica ahead of it (a transaction the crash recovery dropped here, e.g.
     // with init_rpl_role=SLAVE) would diverge from it: a failover is the way then.
-    for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
+    // An errant server's extra transactions were never acknowledged: it is out
+    // of every election and does not count here either.
+    for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr && !errant.iter().any(|e| errant_addr(e) == s.addr)) {
         if let Err(why) = gtid::errant(pstate, s.gtid_binlog_state.as_deref().unwrap_or_default(), s.server_id) {
             return Some(Err((
                 status.episode,
