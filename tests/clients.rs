@@ -21,16 +21,7 @@ async fn every_driver_through_a_reparent_and_a_crash() {
     let _l = LOCK.lock().await;
     let info = info();
     let primary = heal(&info).await;
-    let dir = tempfile::tempdir().unwrap();
-    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{TIMINGS}\
-         [[users]]\nname = \"app\"\npassword = \"app\"\n\
-         [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\nadmin_user = \"admin\"\nadmin_password = \"admin\"\n\
-         repl_password = \"repl\"\ndurability = \"semi_sync\"\nauto_failover = true\n",
-        dir.path().join("topology.json").display().to_string()
-    );
-    let running = baton::start(baton_control::Config::parse(&text).unwrap()).await.unwrap();
+    let (running, _dir) = start_baton_with(&info, &primary, TIMINGS, "semi_sync", "auto_failover = true\n").await;
     // The mysql_async program is the cargo example `client_rust`, built beside this
     // test's binary (target/<profile>/deps/..) by `cargo build --all-targets`.
     let exe = std::env::current_exe().unwrap();

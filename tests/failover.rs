@@ -133,17 +133,7 @@ async fn metrics_text(running: &baton::Running) -> String {
 }
 
 async fn start_auto(info: &baton_testkit::ClusterInfo, primary: &str) -> (baton::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{AUTO}\
-         [[users]]\nname = \"app\"\npassword = \"app\"\n\
-         [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\nadmin_user = \"admin\"\nadmin_password = \"admin\"\n\
-         repl_password = \"repl\"\ndurability = \"semi_sync\"\nauto_failover = true\n",
-        dir.path().join("topology.json").display().to_string()
-    );
-    let config = baton_control::Config::parse(&text).unwrap();
-    (baton::start(config).await.unwrap(), dir)
+    start_baton_with(info, primary, AUTO, "semi_sync", "auto_failover = true\n").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -170,16 +160,7 @@ async fn hung_primary_is_detected_replaced_and_revoked_when_it_wakes() {
     wait_count(&acked, before + 100, Duration::from_secs(30)).await;
     signal(&info, &primary, "CONT");
     // Once it answers, it is revoked (read_only=ON) and never named primary again.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = mysql_async::Conn::new(admin_opts(&primary)).await {
-            if scalar(&mut c, "SELECT @@read_only").await == "1" {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the woken primary was not revoked");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_read_only(&primary).await;
     let after_wake = acked.load(Ordering::Relaxed);
     wait_count(&acked, after_wake + 100, Duration::from_secs(30)).await;
     stop.store(true, Ordering::Relaxed);
@@ -250,16 +231,7 @@ async fn a_failover_closes_the_old_terms_connections_before_it_elects() {
     signal(&info, &primary, "CONT");
     // The woken primary is revoked, and the write is either nowhere or kept out
     // with it (errant): never acknowledged, never on the new primary.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = mysql_async::Conn::new(admin_opts(&primary)).await {
-            if scalar(&mut c, "SELECT @@read_only").await == "1" {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the woken primary was not revoked");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_read_only(&primary).await;
     assert!(!rows(&new_primary).await.contains_key(&(61, 1)), "the unacknowledged write reached the new primary");
     running.shutdown(Some(Duration::from_millis(100))).await;
     rebuild_as_replica(&primary, &new_primary).await;

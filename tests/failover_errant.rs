@@ -16,16 +16,16 @@ const AUTO: &str = "[buffer]\nwindow_ms = 30000\nmax_failover_duration_ms = 6000
 
 /// baton in front of the reparent cluster, durability none, `auto_failover` as given.
 async fn start(info: &baton_testkit::ClusterInfo, primary: &str, auto_failover: bool) -> (baton::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let servers = info.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{AUTO}\
-         [[users]]\nname = \"app\"\npassword = \"app\"\n\
-         [[clusters]]\nname = \"main\"\nservers = [{servers}]\nprimary = {primary:?}\nadmin_user = \"admin\"\nadmin_password = \"admin\"\n\
-         repl_password = \"repl\"\ndurability = \"none\"\nauto_failover = {auto_failover}\n",
-        dir.path().join("topology.json").display().to_string()
-    );
-    (baton::start(baton_control::Config::parse(&text).unwrap()).await.unwrap(), dir)
+    start_baton_with(info, primary, AUTO, "none", &format!("auto_failover = {auto_failover}\n")).await
+}
+
+/// Wait until the health monitor has checked the servers once.
+async fn until_health_checked(running: &baton::Running) {
+    let seen = std::time::Instant::now() + Duration::from_secs(10);
+    while status(running).await["health"]["servers"].as_array().is_none_or(|s| s.is_empty()) {
+        assert!(std::time::Instant::now() < seen, "no health check");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn status(running: &baton::Running) -> serde_json::Value {
@@ -131,11 +131,7 @@ async fn a_primary_that_comes_back_is_re_established_when_nothing_else_was_promo
     // when recovery keeps every acknowledged write, which with init_rpl_role=SLAVE
     // it may not: then the replicas are ahead and a failover is the way).
     // (After the health monitor has seen it serve: a restart is told by its uptime.)
-    let seen = std::time::Instant::now() + Duration::from_secs(10);
-    while status(&running).await["health"]["servers"].as_array().is_none_or(|s| s.is_empty()) {
-        assert!(std::time::Instant::now() < seen, "no health check");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_health_checked(&running).await;
     let _ = admin(&primary).await.query_drop("SHUTDOWN").await;
 
     let gate = running.proxy.clusters["main"].gate.clone();
@@ -190,11 +186,7 @@ async fn requests_fail_fast_while_no_primary_can_come() {
     let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
     c.query_drop("DROP TABLE IF EXISTS ff_rows; CREATE TABLE ff_rows (id INT PRIMARY KEY)").await.unwrap();
     c.query_drop("INSERT INTO ff_rows VALUES (1)").await.unwrap();
-    let seen = std::time::Instant::now() + Duration::from_secs(10);
-    while status(&running).await["health"]["servers"].as_array().is_none_or(|s| s.is_empty()) {
-        assert!(std::time::Instant::now() < seen, "no health check");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_health_checked(&running).await;
     admin(&primary).await.query_drop("SET GLOBAL read_only=ON").await.unwrap();
     let started = std::time::Instant::now();
     let r = c.query_drop("INSERT INTO ff_rows VALUES (2)").await;

@@ -46,15 +46,7 @@ async fn a_reparent_whose_caller_goes_away_runs_to_its_end() {
     drop(s);
 
     // It runs on: done, the new primary named, the gate idle again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let report = loop {
-        let r = last_reparent(&running).await;
-        if r["outcome"] != "running" && !r.is_null() {
-            break r;
-        }
-        assert!(std::time::Instant::now() < deadline, "the reparent never ended: {r:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let report = until_ended(&running).await;
     assert_eq!(report["outcome"], "ok", "{report:#}");
     assert_eq!(running.store.current().cluster("main").unwrap().primary, other);
     assert_eq!(running.proxy.clusters["main"].gate.phase(), baton_control::gate::Phase::Idle);

@@ -42,13 +42,7 @@ async fn a_session_that_narrowed_its_tracking_moves_across_a_reparent() {
 
 /// baton in front of the reparent cluster: semi_sync, `auto_failover = true`.
 async fn start_auto_failover(info: &baton_testkit::ClusterInfo, primary: &str) -> (baton::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[topology]\npath = {:?}\n{FAST}{}auto_failover = true\n",
-        dir.path().join("topology.json").display().to_string(),
-        cluster_tables(info, primary, "semi_sync"),
-    );
-    (baton::start(baton_control::Config::parse(&text).unwrap()).await.unwrap(), dir)
+    start_baton_with(info, primary, FAST, "semi_sync", "auto_failover = true\n").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

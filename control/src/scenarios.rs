@@ -207,22 +207,27 @@ async fn failover_promotes_the_most_advanced_replica_and_leaves_errant_ones_out(
     assert!(r.error.as_deref().unwrap_or("").contains("C5"), "{r:?}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn failover_refuses_a_split_brain_and_keeps_the_crashed_primary_revoked() {
-    let f = fixture("").await;
-    // B and C each have a transaction the other lacks.
+/// B and C each get a transaction the other lacks (their SQL threads stop on it).
+fn split_brain(fake: &FakeCluster) {
     for r in [B, C] {
-        f.fake.with(r, |s| {
+        fake.with(r, |s| {
             s.source = None;
             s.io_running = false;
         });
-        f.fake.write(r);
-        f.fake.with(r, |s| {
+        fake.write(r);
+        fake.with(r, |s| {
             s.source = Some(A.into());
             s.io_running = true;
             s.sql_running = false;
         });
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_refuses_a_split_brain_and_keeps_the_crashed_primary_revoked() {
+    let f = fixture("").await;
+    // B and C each have a transaction the other lacks.
+    split_brain(&f.fake);
     // A came back from a crash read-only: it must stay revoked.
     f.fake.with(A, |s| s.read_only = true);
     let r = crate::failover::emergency(&f.cluster, &f.store, "test").await.unwrap();
@@ -353,18 +358,7 @@ async fn a_cancel_accepted_before_the_promote_is_honoured() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_failover_that_gives_nothing_back_fails_fast() {
     let f = fixture("").await;
-    for r in [B, C] {
-        f.fake.with(r, |s| {
-            s.source = None;
-            s.io_running = false;
-        });
-        f.fake.write(r);
-        f.fake.with(r, |s| {
-            s.source = Some(A.into());
-            s.io_running = true;
-            s.sql_running = false;
-        });
-    }
+    split_brain(&f.fake);
     f.fake.with(A, |s| s.read_only = true);
     let g = f.cluster.gate.clone();
     g.begin(1, A, "primary failed 2 health checks", false).unwrap();

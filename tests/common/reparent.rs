@@ -83,6 +83,20 @@ pub async fn restart_with(info: &ClusterInfo, addr: &str, extra: &[&str]) {
     }
 }
 
+/// Wait (30 s at most) until `addr` answers read_only=ON (revoked).
+pub async fn until_read_only(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = Conn::new(admin_opts(addr)).await {
+            if scalar(&mut c, "SELECT @@read_only").await == "1" {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{addr} was not revoked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn scalar(c: &mut Conn, sql: &str) -> String {
     let v: Option<Option<String>> = c.query_first(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     v.flatten().unwrap_or_default()
@@ -206,6 +220,18 @@ durability = "{durability}"
 
 /// Start baton in front of the reparent cluster with `primary` seeded.
 pub async fn start_baton(info: &ClusterInfo, primary: &str, extra: &str, durability: &str) -> (baton::Running, tempfile::TempDir) {
+    start_baton_with(info, primary, extra, durability, "").await
+}
+
+/// [`start_baton`] with `cluster_extra` added to the `[[clusters]]` table
+/// (e.g. `auto_failover = true`).
+pub async fn start_baton_with(
+    info: &ClusterInfo,
+    primary: &str,
+    extra: &str,
+    durability: &str,
+    cluster_extra: &str,
+) -> (baton::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
@@ -218,7 +244,7 @@ path = {topo:?}
 {extra}
 {tables}"#,
         topo = dir.path().join("topology.json").display().to_string(),
-        tables = cluster_tables(info, primary, durability),
+        tables = cluster_tables(info, primary, durability) + cluster_extra,
     );
     let config = baton_control::Config::parse(&text).expect("config");
     (baton::start(config).await.expect("baton starts"), dir)
