@@ -189,6 +189,11 @@ async fn reestablish(
         }
         Err(_) => return None,
     };
+    if uptime < JUST_STARTED_SECS {
+        // Uptime counts whole seconds: too soon after a start to tell a restart
+        // from a revocation by another tool. Hold (no verdict) until it can.
+        return None;
+    }
     if std::time::Duration::from_secs(uptime + 1) >= since_seen {
         return Some(Err((
             status.episode,
@@ -221,6 +226,9 @@ async fn reestablish(
         Err(e) => Err((status.episode, format!("published {} at term {term} but could not make it writable: {e}", p.addr))),
     })
 }
+
+/// A primary up for less than this long is not judged restarted or not yet.
+const JUST_STARTED_SECS: u64 = 5;
 
 /// The address of an errant entry ("addr: why").
 pub fn errant_addr(entry: &str) -> &str {
