@@ -39,7 +39,9 @@ pub struct FakeServer {
     pub io_blocked: bool,
     pub running_write: bool,
     pub clients: usize,
-    pub uptime: u64,
+    /// Up `up_before` seconds when `up_since` was (None: since the fake was made).
+    pub up_since: Option<tokio::time::Instant>,
+    pub up_before: u64,
     pub semi_sync: bool,
     /// Calls (by trait method name) that answer with an error.
     pub fail: HashSet<&'static str>,
@@ -48,6 +50,12 @@ pub struct FakeServer {
 impl FakeServer {
     fn state_text(&self) -> String {
         self.state.iter().map(|((d, s), n)| format!("{d}-{s}-{n}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// A restart as `Uptime` tells it: up 0 s from now.
+    pub fn restart(&mut self) {
+        self.up_since = Some(tokio::time::Instant::now());
+        self.up_before = 0;
     }
 
     fn pos_text(&self) -> String {
@@ -77,7 +85,8 @@ impl FakeCluster {
                         source: replica.then(|| addrs[0].to_string()),
                         io_running: replica,
                         sql_running: replica,
-                        uptime: 1000,
+                        up_since: Some(tokio::time::Instant::now()),
+                        up_before: 1000,
                         semi_sync: true,
                         ..Default::default()
                     },
@@ -234,7 +243,7 @@ impl ServerSql for FakeConn {
         let addr = self.addr.clone();
         let followers = self.cluster.lock().values().filter(|r| r.source.as_deref() == Some(addr.as_str()) && r.io_running && !r.down).count();
         self.call("status_u64", move |s| match name.as_str() {
-            "Uptime" => s.uptime,
+            "Uptime" => s.up_before + s.up_since.map_or(0, |t| t.elapsed().as_secs()),
             "Rpl_semi_sync_master_clients" => followers as u64,
             _ => 0,
         })

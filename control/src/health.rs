@@ -44,6 +44,9 @@ pub struct ServerHealth {
     /// Binlog state merged with `gtid_slave_pos`: everything it has applied.
     #[serde(skip)]
     pub gtid_history: Option<String>,
+    /// `Uptime` status variable, in whole seconds: tells a restart (item 7).
+    #[serde(skip)]
+    pub uptime: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -74,6 +77,7 @@ async fn probe(sql: Arc<dyn Connect>, addr: String, login: AdminLogin) -> Server
                 gtid_binlog_state: None,
                 gtid_history: None,
                 server_id: None,
+                uptime: None,
                 error: Some(e.to_string()),
             }
         }
@@ -84,6 +88,7 @@ async fn probe(sql: Arc<dyn Connect>, addr: String, login: AdminLogin) -> Server
             let state = s.gtid_binlog_state().await.ok();
             let history = s.gtid_history().await.ok();
             let server_id = s.variable("server_id").await.ok().and_then(|v| v.parse().ok());
+            let uptime = s.status_u64("Uptime").await.ok();
             s.close().await;
             match (ro, repl, pos) {
                 (Ok(ro), Ok(repl), Ok(pos)) => ServerHealth {
@@ -95,6 +100,7 @@ async fn probe(sql: Arc<dyn Connect>, addr: String, login: AdminLogin) -> Server
                     gtid_binlog_state: state,
                     gtid_history: history,
                     server_id,
+                    uptime,
                     error: None,
                 },
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
@@ -108,6 +114,7 @@ async fn probe(sql: Arc<dyn Connect>, addr: String, login: AdminLogin) -> Server
                         gtid_binlog_state: None,
                         gtid_history: None,
                         server_id: None,
+                        uptime: None,
                         error: Some(e.to_string()),
                     }
                 }
@@ -132,7 +139,7 @@ async fn reestablish(
     primary: Option<&ServerHealth>,
     servers: &[ServerHealth],
     errant: &[String],
-    last_writable: Option<std::time::Instant>,
+    last_writable: Option<Served>,
 ) -> Option<Result<String, (u64, String)>> {
     let status = cluster.gate.status();
     let p = primary?;
@@ -180,21 +187,8 @@ async fn reestablish(
     let Some(seen) = last_writable else {
         return Some(Err((status.episode, format!("{} is read-only and was never seen serving writes: not re-established", p.addr))));
     };
-    let since_seen = seen.elapsed();
-    let uptime = match cluster.connect(&p.addr).await {
-        Ok(mut s) => {
-            let u = s.status_u64("Uptime").await.ok();
-            s.close().await;
-            u?
-        }
-        Err(_) => return None,
-    };
-    if uptime < JUST_STARTED_SECS {
-        // Uptime counts whole seconds: too soon after a start to tell a restart
-        // from a revocation by another tool. Hold (no verdict) until it can.
-        return None;
-    }
-    if std::time::Duration::from_secs(uptime + 1) >= since_seen {
+    let uptime = p.uptime?;
+    if !seen.restarted(uptime)? {
         return Some(Err((
             status.episode,
             format!("{} is read-only but did not restart since it last served writes (up {uptime} s): not re-established", p.addr),
@@ -227,8 +221,30 @@ async fn reestablish(
     })
 }
 
-/// A primary up for less than this long is not judged restarted or not yet.
-const JUST_STARTED_SECS: u64 = 5;
+/// When the named primary was last seen serving writes, and its `Uptime` then.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    pub at: tokio::time::Instant,
+    /// Whole seconds; None when it could not be read.
+    pub uptime: Option<u64>,
+}
+
+impl Served {
+    /// Whether a server now up `uptime_now` seconds restarted since it was seen
+    /// serving writes: had it run on, its uptime would be `uptime_then + elapsed`.
+    /// Both readings are truncated to whole seconds (each up to 1 s short), so a
+    /// restart is told only when the uptime is more than 2 s behind that.
+    /// Without the earlier reading: up for less time than since it was seen,
+    /// by more than a second; a server up under 5 s gets no verdict (None) then.
+    pub fn restarted(&self, uptime_now: u64) -> Option<bool> {
+        let elapsed = self.at.elapsed().as_secs();
+        match self.uptime {
+            Some(then) => Some(uptime_now + 2 < then + elapsed),
+            None if uptime_now < 5 => None,
+            None => Some(uptime_now + 1 < elapsed),
+        }
+    }
+}
 
 /// The address of an errant entry ("addr: why").
 pub fn errant_addr(entry: &str) -> &str {
@@ -239,7 +255,7 @@ pub fn errant_addr(entry: &str) -> &str {
 pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
     let mut failures = 0u32;
     // When the named primary was last seen writable (item 7: did it restart since?).
-    let mut last_writable: Option<(String, std::time::Instant)> = None;
+    let mut last_writable: Option<(String, Served)> = None;
     loop {
         let settings = cluster.settings();
         tokio::select! {
@@ -381,7 +397,8 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
             }
         }
         if primary_health.as_ref().is_some_and(|p| p.reachable && p.read_only == Some(false) && p.source.is_none()) {
-            last_writable = Some((record.primary.clone(), std::time::Instant::now()));
+            let uptime = primary_health.as_ref().and_then(|p| p.uptime);
+            last_writable = Some((record.primary.clone(), Served { at: tokio::time::Instant::now(), uptime }));
         }
         let seen = last_writable.as_ref().filter(|(a, _)| *a == record.primary).map(|(_, t)| *t);
         match reestablish(&cluster, &store, &record, primary_health.as_ref(), &servers, &errant_now, seen).await {
