@@ -152,6 +152,11 @@ fn print_cluster(c: &Value) {
     for e in c["last_reparent"]["not_following"].as_array().into_iter().flatten() {
         println!("  NOT FOLLOWING the primary since the last reparent: {}", e.as_str().unwrap_or(""));
     }
+    let r = &c["replay"];
+    if r["started"].as_u64().unwrap_or(0) > 0 || r["failed"].as_object().is_some_and(|f| f.values().any(|n| n.as_u64() != Some(0))) {
+        let failed: Vec<String> = r["failed"].as_object().into_iter().flatten().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  transaction replay: {} started, {} succeeded; failed: {}", r["started"], r["succeeded"], failed.join(", "));
+    }
     print_conditions(c);
 }
 

@@ -68,5 +68,6 @@ pub async fn cluster(handle: &ClusterHandle, topo: &Topology) -> Value {
         "conditions": handle.conditions.borrow().clone(),
         "last_reparent": last,
         "health": handle.health.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        "replay": handle.replay.stats(),
     })
 }

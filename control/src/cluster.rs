@@ -61,6 +61,8 @@ pub struct ClusterHandle {
     /// fenced instead: the supervisor revokes it if it answers again, writable,
     /// during that episode (a hung primary that wakes).
     pub fenced_primary: std::sync::Mutex<Option<(u64, String)>>,
+    /// Transaction replay's outcomes (the data path counts them).
+    pub replay: crate::replay::ReplayCounters,
 }
 
 /// All clusters by name.
@@ -152,6 +154,7 @@ impl ClusterHandle {
             cancel: Default::default(),
             fence: Default::default(),
             fenced_primary: Default::default(),
+            replay: Default::default(),
         }
     }
 }

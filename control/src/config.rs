@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
+    pub transaction_replay: TransactionReplayConfig,
+    #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
@@ -114,6 +116,30 @@ pub struct BufferConfig {
 impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig { window_ms: 10_000, size: 1000, max_failover_duration_ms: 20_000, min_time_between_failovers_ms: 60_000, drain_concurrency: 1 }
+    }
+}
+
+/// `[transaction_replay]`: a transaction cut by a reparent's revoke or the loss of
+/// the primary is re-run on the new primary and goes on there when every
+/// response the client saw compares equal (checksums). Off by default. The
+/// decision rules are the README's "Transaction replay".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionReplayConfig {
+    pub enabled: bool,
+    /// Bytes recorded per transaction (commands sent, as sent); a larger
+    /// transaction is not replayable (ERROR 9101 as without replay).
+    pub max_bytes: usize,
+    /// Replays of one cut transaction (a new primary lost during a replay is
+    /// replayed to again).
+    pub max_attempts: u32,
+    /// From the cut to the end of a replay (milliseconds), waiting in the buffer included.
+    pub timeout_ms: u64,
+}
+
+impl Default for TransactionReplayConfig {
+    fn default() -> Self {
+        TransactionReplayConfig { enabled: false, max_bytes: 1 << 20, max_attempts: 5, timeout_ms: 30_000 }
     }
 }
 
@@ -462,6 +488,10 @@ impl Config {
                 }
             }
             other => return bad(format!("topology.store = {other:?} is not supported (supported: \"file\", \"etcd\")")),
+        }
+        let r = &self.transaction_replay;
+        if r.max_bytes == 0 || r.max_attempts == 0 || r.timeout_ms == 0 {
+            return bad("transaction_replay.max_bytes, max_attempts and timeout_ms must be above 0".into());
         }
         if self.clusters.is_empty() {
             return bad("at least one [[clusters]] is required".into());

@@ -27,11 +27,38 @@ impl AckedGtids {
         }
     }
 
+    /// The highest acknowledged sequence number per domain (domain -> seq_no).
+    pub fn floor(&self) -> BTreeMap<u32, u64> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(d, (_, n))| (*d, *n)).collect()
+    }
+
     /// The acknowledged position as a MariaDB GTID list (`d-s-n,...`).
     pub fn position(&self) -> String {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         map.iter().map(|(d, (s, n))| format!("{d}-{s}-{n}")).collect::<Vec<_>>().join(",")
     }
+}
+
+/// Is a commit sent to the server `server_id` provably absent from a history
+/// whose `@@gtid_binlog_state` is `state`? `floor` is the highest sequence number
+/// per domain already acknowledged (committed) when the COMMIT was sent: had
+/// it committed, its GTID (d, server_id, n) would have n above that floor, for
+/// a server numbers a domain's transactions in commit order (MariaDB GTID,
+/// <https://mariadb.com/kb/en/gtid/>). The binlog state keeps the last
+/// sequence number per (domain, server), so it is absent when every entry of
+/// `server_id` is at or below the floor. Err: why it cannot be told (a later
+/// transaction of that server is there: it may be this commit).
+pub fn commit_absent(state: &str, server_id: u32, floor: &BTreeMap<u32, u64>) -> Result<(), String> {
+    for (d, s, n) in state.split(',').filter_map(|g| parse_gtid(g.trim())) {
+        if s == server_id {
+            let f = floor.get(&d).copied().unwrap_or(0);
+            if n > f {
+                return Err(format!("the new primary has {d}-{s}-{n} from that server, after {d}-?-{f} acknowledged before the COMMIT"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Does a server whose `@@gtid_binlog_state` is `state` contain every GTID of
@@ -99,6 +126,19 @@ pub fn parse_gtid(s: &str) -> Option<(u32, u32, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_is_absent_only_when_nothing_of_its_server_follows_the_floor() {
+        let floor: BTreeMap<u32, u64> = [(0, 100)].into();
+        // The new primary (server 2) has the old primary's (1) stream up to 100 and its own after.
+        assert!(commit_absent("0-1-100,0-2-140", 1, &floor).is_ok());
+        assert!(commit_absent("0-1-99", 1, &floor).is_ok());
+        // Server 1 committed something after the floor: maybe this COMMIT.
+        assert!(commit_absent("0-1-101,0-2-140", 1, &floor).is_err());
+        // A domain with nothing acknowledged: any entry of that server may be it.
+        assert!(commit_absent("0-1-100,5-1-1", 1, &floor).is_err());
+        assert!(commit_absent("", 1, &floor).is_ok());
+    }
 
     #[test]
     fn keeps_the_highest_per_domain() {

@@ -40,6 +40,7 @@ pub mod health;
 pub mod metrics;
 pub mod peers;
 pub mod reparent;
+pub mod replay;
 pub mod run;
 #[cfg(test)]
 mod scenarios;

@@ -54,6 +54,13 @@ pub const ORCHESTRATOR: &str = "baton_orchestrator";
 /// Gauge, per cluster: servers whose GTID history is not contained in the
 /// primary's (kept out of rejoin and elections until repaired; README "Errant servers").
 pub const ERRANT_SERVERS: &str = "baton_errant_servers";
+/// Counter, label `cluster`: transactions cut by a reparent or a crash whose replay began.
+pub const REPLAYS_TOTAL: &str = "baton_transaction_replays_total";
+/// Counter, label `cluster`: replays that finished, the client's statement going on on the new primary.
+pub const REPLAYS_SUCCEEDED_TOTAL: &str = "baton_transaction_replays_succeeded_total";
+/// Counter, labels `cluster`, `reason` (checksum, size, timeout, commit_unknown, unsupported):
+/// cut transactions not finished on the new primary.
+pub const REPLAYS_FAILED_TOTAL: &str = "baton_transaction_replays_failed_total";
 /// Gauge, per cluster: servers the last reparent or failover could not get to
 /// replicate from the new primary (its report's `not_following`).
 pub const REPLICAS_NOT_FOLLOWING: &str = "baton_replicas_not_following";
@@ -84,6 +91,9 @@ const DESCRIPTIONS: &[(&str, char, &str)] = &[
     (ORCHESTRATOR, 'g', "1 while this proxy holds the orchestrator role."),
     (ERRANT_SERVERS, 'g', "Servers whose GTID history is not contained in the primary's."),
     (REPLICAS_NOT_FOLLOWING, 'g', "Servers not replicating from the new primary after the last reparent or failover."),
+    (REPLAYS_TOTAL, 'c', "Transactions cut by a reparent or a crash whose replay began."),
+    (REPLAYS_SUCCEEDED_TOTAL, 'c', "Replayed transactions that went on on the new primary."),
+    (REPLAYS_FAILED_TOTAL, 'c', "Cut transactions not finished on the new primary, by reason."),
 ];
 
 /// Command labels (closed set).
@@ -153,6 +163,9 @@ struct ClusterMetrics {
     term: Gauge,
     errant: Gauge,
     not_following: Gauge,
+    replays: Counter,
+    replays_succeeded: Counter,
+    replays_failed: Vec<Counter>,
 }
 
 /// One instance's metrics.
@@ -217,6 +230,12 @@ impl Metrics {
                 term: gauge(CLUSTER_TERM, &l(&[])),
                 errant: gauge(ERRANT_SERVERS, &l(&[])),
                 not_following: gauge(REPLICAS_NOT_FOLLOWING, &l(&[])),
+                replays: counter(REPLAYS_TOTAL, &l(&[])),
+                replays_succeeded: counter(REPLAYS_SUCCEEDED_TOTAL, &l(&[])),
+                replays_failed: crate::replay::ReplayFailure::ALL
+                    .iter()
+                    .map(|f| counter(REPLAYS_FAILED_TOTAL, &l(&[("reason", f.name())])))
+                    .collect(),
             };
             clusters.insert(c.clone(), cm);
         }
@@ -309,6 +328,12 @@ impl Metrics {
             cm.errant.set(h.health.lock().unwrap_or_else(|p| p.into_inner()).errant.len() as f64);
             let not_following = h.last_reparent.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |r| r.not_following.len());
             cm.not_following.set(not_following as f64);
+            let r = h.replay.stats();
+            cm.replays.absolute(r.started);
+            cm.replays_succeeded.absolute(r.succeeded);
+            for (c, f) in cm.replays_failed.iter().zip(crate::replay::ReplayFailure::ALL) {
+                c.absolute(r.failed.get(f.name()).copied().unwrap_or(0));
+            }
         }
         self.handle.run_upkeep();
         let _ = &self.recorder;

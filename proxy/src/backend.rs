@@ -31,7 +31,8 @@ use crate::tracking::ClientTracking;
 pub const SESSION_SETUP_SQL: &str = "SET SESSION session_track_system_variables='*', session_track_schema=ON, session_track_state_change=ON";
 
 /// Read before [`SESSION_SETUP_SQL`]: what a direct session would have.
-const DEFAULTS_SQL: &str = "SELECT @@session_track_system_variables, @@session_track_schema, @@max_allowed_packet, @@session_track_state_change";
+const DEFAULTS_SQL: &str =
+    "SELECT @@session_track_system_variables, @@session_track_schema, @@max_allowed_packet, @@session_track_state_change, @@server_id";
 
 /// The collation a login names when the client's does not fit the handshake's
 /// one byte (utf8mb4_general_ci); the real one is set right after.
@@ -44,6 +45,8 @@ pub struct ServerDefaults {
     pub tracking: ClientTracking,
     /// `@@max_allowed_packet`: the largest command the server accepts.
     pub max_allowed_packet: usize,
+    /// `@@server_id`: the server of this session's GTIDs (transaction replay's commit decision).
+    pub server_id: Option<u32>,
 }
 
 /// Why a backend connection could not be made.
@@ -192,7 +195,7 @@ impl Greeted {
         io.send(seq.wrapping_add(1), &resp).await.map_err(lost)?;
 
         auth_reply(&mut io, login, &plugin).await?;
-        let defaults = ServerDefaults { tracking: ClientTracking::default(), max_allowed_packet: 16 << 20 };
+        let defaults = ServerDefaults { tracking: ClientTracking::default(), max_allowed_packet: 16 << 20, server_id: None };
         let mut backend = Backend { io, addr, caps, connection_id, defaults, nonce, last_read: std::time::Instant::now(), fence: None };
         backend.setup(login.collation, true).await?;
         Ok(backend)
@@ -308,6 +311,7 @@ impl Backend {
         self.defaults = ServerDefaults {
             tracking: ClientTracking::from_server(&col(0), &col(1), &col(3)),
             max_allowed_packet: String::from_utf8_lossy(&col(2)).parse().unwrap_or(16 << 20),
+            server_id: String::from_utf8_lossy(&col(4)).parse().ok(),
         };
         self.simple_command(SESSION_SETUP_SQL).await?;
         if set_collation && u8::try_from(collation).is_err() {

@@ -48,6 +48,16 @@ pub struct Limits {
     pub backend_connect_timeout: Duration,
     pub max_allowed_packet: usize,
     pub server_version: String,
+    /// `[transaction_replay]`, when enabled.
+    pub replay: Option<ReplayLimits>,
+}
+
+/// `[transaction_replay]` as the data path uses it.
+#[derive(Debug, Clone)]
+pub struct ReplayLimits {
+    pub max_bytes: usize,
+    pub max_attempts: u32,
+    pub timeout: Duration,
 }
 
 /// Shared by all sessions.
@@ -165,6 +175,11 @@ fn limits_of(config: &Config) -> Limits {
         backend_connect_timeout: Duration::from_millis(s.backend_connect_timeout_ms),
         max_allowed_packet: s.max_allowed_packet,
         server_version: s.server_version.clone(),
+        replay: config.transaction_replay.enabled.then(|| ReplayLimits {
+            max_bytes: config.transaction_replay.max_bytes,
+            max_attempts: config.transaction_replay.max_attempts,
+            timeout: Duration::from_millis(config.transaction_replay.timeout_ms),
+        }),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod listener;
 pub mod packet;
 pub mod proto;
 pub mod relay;
+pub mod replay;
 pub mod restore;
 pub mod session;
 pub mod sql;

@@ -14,6 +14,7 @@
 mod change_user;
 mod kill;
 mod old_eof;
+mod replay;
 mod respond;
 mod route;
 
@@ -113,6 +114,19 @@ pub struct Session {
     /// The topology, watched while waiting on the backend: a newer term means the
     /// primary was replaced (a hung one never answers), so the wait ends.
     topo_rx: tokio::sync::watch::Receiver<Arc<baton_control::Topology>>,
+    /// `[transaction_replay]` when enabled (as when the session started).
+    replay: Option<crate::context::ReplayLimits>,
+    /// The open transaction's recording (transaction replay).
+    recording: Option<crate::replay::Recording>,
+    /// The checksum of the response being relayed (transaction replay).
+    checksum: crate::replay::Checksum,
+    /// What in the response being relayed cannot be replayed.
+    unreplayable: Option<&'static str>,
+    /// A `SET TRANSACTION` just run: the next transaction's first entry.
+    tx_prefix: Option<crate::replay::Entry>,
+    /// Before a command that may commit the recorded transaction: the backend's
+    /// `@@server_id` and the acknowledged sequence numbers per domain.
+    commit_floor: Option<(u32, std::collections::BTreeMap<u32, u64>)>,
 }
 
 /// Logins that find the primary unreachable are held (a reactive episode) and
@@ -197,6 +211,7 @@ impl Session {
         let mut state = SessionState::new(hello.db);
         state.tracking = backend.defaults.tracking.clone();
         let max_packet = backend.defaults.max_allowed_packet.min(ctx.limits().max_allowed_packet);
+        let ctx_replay = ctx.limits().replay.clone();
         Ok(Some(Session {
             topo_rx: ctx.topology.clone(),
             ctx,
@@ -225,6 +240,12 @@ impl Session {
             reply_seq: 1,
             max_packet,
             registration,
+            replay: ctx_replay,
+            recording: None,
+            checksum: crate::replay::Checksum::new(),
+            unreplayable: None,
+            tx_prefix: None,
+            commit_floor: None,
         }))
     }
 

@@ -46,6 +46,9 @@ impl Session {
             };
             let class = scanner.feed(&pkt);
             let columns_ended = scanner.take_columns_ended();
+            if self.replay.is_some() {
+                self.checksum.feed(class, pkt.payload());
+            }
             if first && class == Class::Err && proto::parse_err(pkt.payload()).is_some_and(|e| is_read_only(&e)) {
                 return Ok(Relayed::ReadOnly(Bytes::copy_from_slice(pkt.payload())));
             }
@@ -128,6 +131,7 @@ impl Session {
                     last_ok = true;
                 }
                 Class::LocalInfile => {
+                    self.unreplayable = Some("LOAD DATA LOCAL INFILE");
                     self.client.queue_raw_with_seq(&pkt.bytes, out_seq);
                     self.client.flush().await?;
                     // The client numbers its file packets after our (shifted) ids.
@@ -192,6 +196,7 @@ impl Session {
                         self.state.tracking.set_state_change(value);
                         self.reassert_tracking = true;
                     } else {
+                        self.unreplayable = Some("a session variable changed inside the transaction");
                         if name == b"character_set_connection" {
                             // A new connection character set resets the collation to
                             // its default; `SET NAMES ... COLLATE` names another but
@@ -203,7 +208,10 @@ impl Session {
                         self.state.variables.insert(name.to_vec(), value.to_vec());
                     }
                 }
-                StateChange::Schema(s) => self.state.schema = Some(s.to_vec()),
+                StateChange::Schema(s) => {
+                    self.unreplayable = Some("the schema changed inside the transaction");
+                    self.state.schema = Some(s.to_vec());
+                }
                 StateChange::Other => {}
             }
         }

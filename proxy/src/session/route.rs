@@ -31,6 +31,7 @@ use baton_control::metrics::BackendErrorClass;
 use bytes::Bytes;
 use tokio::io::ReadBuf;
 
+use super::replay::Resume;
 use super::{MysqlErrorOrRaw, Session};
 use crate::backend::{Backend, Login};
 use crate::command::Command;
@@ -48,6 +49,8 @@ const READ_ONLY_RETRIES: usize = 3;
 /// A backend idle at least this long is checked for a close by its server before
 /// the next command; a busier one is not.
 const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+/// Replays one command may lead to (a new primary lost again after each).
+const MAX_REPLAYS: u32 = 3;
 /// Attempts to get a backend thread id that is not another session's client id.
 const ID_ATTEMPTS: usize = 3;
 
@@ -70,7 +73,7 @@ pub(super) enum Relayed {
 }
 
 /// Why the backend could not be made ready.
-enum NotReady {
+pub(super) enum NotReady {
     /// No connection to the primary (refused, unreachable): the error for the client.
     Unavailable(MysqlErrorOrRaw),
     /// The server closed this session's idle backend: close the client too.
@@ -159,7 +162,7 @@ fn client_closed_now(io: &mut PacketIo<Stream>) -> bool {
 impl Session {
     /// Pass the gate; while held, a client that hangs up leaves the queue and its
     /// command is never executed (counted as `client_gone`).
-    async fn admit(&mut self) -> Result<std::result::Result<Admission, MysqlError>> {
+    pub(super) async fn admit(&mut self) -> Result<std::result::Result<Admission, MysqlError>> {
         let held = self.cluster.gate.phase() != Phase::Idle;
         let r = tokio::select! {
             // The gate first: when idle it admits at once, and the client's
@@ -206,6 +209,8 @@ impl Session {
     /// Run a command that goes to the primary: gate, backend, send, relay, bookkeeping.
     pub(super) async fn route(&mut self, payload: Bytes, command: Command) -> Result<()> {
         let mut read_only_retries = 0;
+        // Transaction replays this command led to (each after a new cut).
+        let mut replays = 0;
         loop {
             let pinned = self.pin.is_some();
             let admission = if pinned {
@@ -227,7 +232,14 @@ impl Session {
                         self.begin_reactive("a transaction's backend closed and a fresh probe of the primary failed");
                     }
                     // Revoked or lost before this command reached it: rolled back.
-                    return self.lose_transaction(&command, false).await;
+                    match self.replay_or_lose(&command, false).await? {
+                        Resume::Continue if replays < MAX_REPLAYS => {
+                            replays += 1;
+                            continue;
+                        }
+                        Resume::Continue => return self.lose_transaction(&command, false).await,
+                        Resume::Answered => return Ok(()),
+                    }
                 }
             } else {
                 match self.ensure_backend().await {
@@ -273,10 +285,14 @@ impl Session {
                 Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
             };
             let episode_at_start = self.cluster.gate.episode();
+            let (was_in, insert_id_before) = (self.state.in_transaction(), self.state.last_insert_id);
+            if pinned && self.replay.is_some() {
+                self.note_commit_floor(self.analysis(&command).is_none_or(|a| a.may_end_transaction));
+            }
             let result = self.execute(&to_send, &command).await;
             drop(to_send);
             match result {
-                Ok(Relayed::Done(_)) => {}
+                Ok(Relayed::Done(_)) => self.record(&payload, &command, was_in, insert_id_before),
                 Ok(Relayed::ReadOnly(err)) if pinned => {
                     // Inside a transaction on a revoked primary (announced or not: a
                     // proxy cut off from the announcement learns it here).
@@ -296,7 +312,14 @@ impl Session {
                     // error (dropping the backend rolls it back), and hold what
                     // comes next until a primary is established.
                     self.backend = None;
-                    return self.lose_transaction(&command, false).await;
+                    match self.replay_or_lose(&command, false).await? {
+                        Resume::Continue if replays < MAX_REPLAYS => {
+                            replays += 1;
+                            continue;
+                        }
+                        Resume::Continue => return self.lose_transaction(&command, false).await,
+                        Resume::Answered => return Ok(()),
+                    }
                 }
                 Ok(Relayed::ReadOnly(err)) => {
                     drop(admission);
@@ -335,7 +358,14 @@ impl Session {
                     }
                     if pinned {
                         let may_commit = self.sent && self.analysis(&command).is_none_or(|a| a.may_end_transaction);
-                        return self.lose_transaction(&command, may_commit).await;
+                        match self.replay_or_lose(&command, may_commit).await? {
+                            Resume::Continue if replays < MAX_REPLAYS => {
+                                replays += 1;
+                                continue;
+                            }
+                            Resume::Continue => return self.lose_transaction(&command, false).await,
+                            Resume::Answered => return Ok(()),
+                        }
                     }
                     if !self.sent && read_only_retries < READ_ONLY_RETRIES {
                         // Never reached a server: safe to hold and send again.
@@ -378,7 +408,7 @@ impl Session {
 
     /// End the client's transaction after its backend was lost or revoked:
     /// 9105 if the command may have committed it, else 9101 (rolled back).
-    async fn lose_transaction(&mut self, command: &Command, may_commit: bool) -> Result<()> {
+    pub(super) async fn lose_transaction(&mut self, command: &Command, may_commit: bool) -> Result<()> {
         self.backend = None;
         self.pin = None;
         self.long_data_pending = false;
@@ -390,13 +420,13 @@ impl Session {
 
     /// Start reactive buffering (no reparent was announced, but the primary failed
     /// us). False when the gate declined (a failover ended too recently).
-    fn begin_reactive(&self, reason: &str) -> bool {
+    pub(super) fn begin_reactive(&self, reason: &str) -> bool {
         begin_reactive(&self.ctx, &self.cluster, reason)
     }
 
     /// Make sure the backend session is alive and on the primary the topology names
     /// now; otherwise log in there and restore the session's state.
-    async fn ensure_backend(&mut self) -> std::result::Result<(), NotReady> {
+    pub(super) async fn ensure_backend(&mut self) -> std::result::Result<(), NotReady> {
         let episode = self.cluster.gate.episode();
         if let Some(b) = self.backend.as_mut() {
             let same = {
@@ -495,6 +525,10 @@ impl Session {
     async fn execute(&mut self, to_send: &[u8], command: &Command) -> Result<Relayed> {
         self.relayed_any = false;
         self.sent = false;
+        if self.replay.is_some() {
+            self.checksum = crate::replay::Checksum::new();
+            self.unreplayable = None;
+        }
         if let Command::Prepare = command {
             self.pending_prepare = Some(Bytes::copy_from_slice(&to_send[1..]));
         }

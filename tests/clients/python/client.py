@@ -282,7 +282,13 @@ def write(w, stop):
             w.op(k, seq)
             out(ack=seq, k=k)
         except db.Error as e:
-            out(fail=seq, k=k, code=code(e), msg=str(e), t=int(time.time() * 1000))
+            # A driver-side error (no server code) names its cause: where the driver gave up.
+            cause = ""
+            if code(e) <= 0:
+                import traceback
+                where = " < ".join(f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_tb(e.__traceback__)[-4:]))
+                cause = f" ({type(e).__name__} at {where}; cause: {e.__cause__!r})"
+            out(fail=seq, k=k, code=code(e), msg=str(e) + cause, t=int(time.time() * 1000))
         time.sleep(0.01)
 
 

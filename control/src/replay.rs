@@ -1,0 +1,82 @@
+//! Transaction replay's outcomes per cluster: counters the data path bumps and
+//! the metrics, status page and `baton ctl status` show. The replay itself is
+//! the data path's (`proxy/src/session/replay.rs`); the rules are the README's
+//! "Transaction replay".
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Why a cut transaction was not finished on the new primary (its client got
+/// ERROR 9101, or 9105 for `CommitUnknown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayFailure {
+    /// A re-run statement's response differed from the one the client saw.
+    Checksum,
+    /// The transaction recorded more than `max_bytes`.
+    Size,
+    /// No replay finished within `timeout_ms` of the cut, or `max_attempts` ran out.
+    Timeout,
+    /// A COMMIT was cut with no answer and the new primary's history cannot
+    /// tell whether it committed.
+    CommitUnknown,
+    /// The transaction did what cannot be re-run: LOCAL INFILE, a server-side
+    /// cursor, a change of session state inside it.
+    Unsupported,
+}
+
+impl ReplayFailure {
+    pub const ALL: [ReplayFailure; 5] =
+        [ReplayFailure::Checksum, ReplayFailure::Size, ReplayFailure::Timeout, ReplayFailure::CommitUnknown, ReplayFailure::Unsupported];
+
+    /// The metric label and status key.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplayFailure::Checksum => "checksum",
+            ReplayFailure::Size => "size",
+            ReplayFailure::Timeout => "timeout",
+            ReplayFailure::CommitUnknown => "commit_unknown",
+            ReplayFailure::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// Monotonic counters: started = succeeded + failed (+ replays running now).
+#[derive(Debug, Default)]
+pub struct ReplayCounters {
+    started: AtomicU64,
+    succeeded: AtomicU64,
+    /// Also the undecidable commits' 9105 (not started: nothing was re-run).
+    failed: [AtomicU64; 5],
+}
+
+/// What the status page and ctl show.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayStats {
+    pub started: u64,
+    pub succeeded: u64,
+    /// By reason (`checksum`, `size`, `timeout`, `commit_unknown`, `unsupported`).
+    pub failed: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl ReplayCounters {
+    pub fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn succeeded(&self) {
+        self.succeeded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, why: ReplayFailure) {
+        self.failed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> ReplayStats {
+        ReplayStats {
+            started: self.started.load(Ordering::Relaxed),
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: ReplayFailure::ALL.iter().map(|f| (f.name(), self.failed[*f as usize].load(Ordering::Relaxed))).collect(),
+        }
+    }
+}
