@@ -31,9 +31,10 @@ fn logs() {
 async fn tables(port: u16) {
     let mut c = Conn::new(opts(port, Some("baton_test"))).await.unwrap();
     c.query_drop(
-        "DROP TABLE IF EXISTS rt_acct, rt_log; \
+        "DROP TABLE IF EXISTS rt_acct, rt_log, rt_auto; \
          CREATE TABLE rt_acct (id INT PRIMARY KEY, v BIGINT NOT NULL); \
-         CREATE TABLE rt_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, w INT NOT NULL, seq INT NOT NULL, seen BIGINT NOT NULL); \
+         CREATE TABLE rt_log (w INT NOT NULL, seq INT NOT NULL, seen BIGINT NOT NULL, KEY (w, seq)); \
+         CREATE TABLE rt_auto (id BIGINT AUTO_INCREMENT PRIMARY KEY, x INT); \
          INSERT INTO rt_acct SELECT seq, 0 FROM seq_1_to_200",
     )
     .await
@@ -161,6 +162,42 @@ async fn transactions_cut_by_a_planned_reparent_finish_on_the_new_primary() {
     running.shutdown(Some(Duration::from_millis(200))).await;
 }
 
+/// Issue 13: the same 8 writers through a SIGKILL of the primary (semi-sync,
+/// automatic failover): the only errors are COMMITs whose outcome could not be
+/// decided (9105), each counted; no acknowledged transaction lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_cut_by_a_crash_finish_on_the_new_primary() {
+    let _l = LOCK.lock().await;
+    logs();
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start_baton_with(&info, &primary, REPLAY, "semi_sync", "auto_failover = true\n").await;
+    let port = running.mysql_addr.port();
+    tables(port).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (1..=8).map(|w| tokio::spawn(tx_writer(port, w, stop.clone(), acked.clone()))).collect();
+    wait_count(&acked, 200, Duration::from_secs(30)).await;
+    signal(&info, &primary, "KILL");
+    let new_primary = until_term(&running, 2).await;
+    let before = acked.load(Ordering::Relaxed);
+    wait_count(&acked, before + 200, Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = BTreeMap::new();
+    for (i, w) in writers.into_iter().enumerate() {
+        seen.insert(i as i64 + 1, w.await.unwrap());
+    }
+    let failed: Vec<_> = seen.iter().flat_map(|(w, s)| s.failed.iter().map(move |f| (*w, *f))).collect();
+    let stats = replay_stats(&running).await;
+    println!("crash: {} acknowledged; failed {failed:?}; replay {stats}", acked.load(Ordering::Relaxed));
+    assert!(failed.iter().all(|(_, (_, code))| *code == 9105), "errors other than an undecidable commit: {failed:?}");
+    assert_eq!(stats["failed"]["commit_unknown"].as_u64(), Some(failed.len() as u64), "{stats}");
+    check_history(&new_primary, &seen).await;
+    running.shutdown(Some(Duration::from_millis(200))).await;
+    restart(&info, &primary).await;
+    heal(&info).await;
+}
+
 /// Issue 13: a transaction whose re-run reads otherwise gets 9101 and nothing of
 /// it commits; one that reads the same goes on; RAND(), NOW(6) and UUID() read
 /// otherwise (checksum mismatch, not pinned values); a transaction past
@@ -175,6 +212,18 @@ async fn a_replay_that_reads_otherwise_fails_and_commits_nothing() {
     let port = running.mysql_addr.port();
     tables(port).await;
     let conn = || async { Conn::new(opts(port, Some("baton_test"))).await.unwrap() };
+    // Auto-increment ids: the old primary's counter is past ids it gave
+    // transactions that never committed (`rolled`'s), the new primary's is not.
+    let (mut rolled, mut pinned, mut taken) = (conn().await, conn().await, conn().await);
+    rolled.query_drop("BEGIN").await.unwrap();
+    rolled.query_drop("INSERT INTO rt_auto (x) VALUES (0)").await.unwrap();
+    pinned.query_drop("BEGIN").await.unwrap();
+    pinned.query_drop("INSERT INTO rt_auto (x) VALUES (1)").await.unwrap();
+    let pinned_id = pinned.last_insert_id().unwrap();
+    taken.query_drop("BEGIN").await.unwrap();
+    taken.query_drop("INSERT INTO rt_auto (x) VALUES (2)").await.unwrap();
+    let taken_id = taken.last_insert_id().unwrap();
+    rolled.query_drop("ROLLBACK").await.unwrap();
     let (mut same, mut changed) = (conn().await, conn().await);
     let mut volatile = Vec::new();
     for f in ["RAND()", "NOW(6)", "UUID()"] {
@@ -195,8 +244,9 @@ async fn a_replay_that_reads_otherwise_fails_and_commits_nothing() {
     let to = info.servers.iter().find(|s| **s != primary).unwrap().clone();
     let (status, report) = reparent(&running, &to).await;
     assert_eq!(status, 200, "{report}");
-    // Another session changes the row between the cut and the replay.
+    // Another session changes the row between the cut and the replay, and takes an id.
     admin(&to).await.query_drop("UPDATE baton_test.rt_acct SET v = 5 WHERE id = 100").await.unwrap();
+    admin(&to).await.query_drop(format!("INSERT INTO baton_test.rt_auto (id, x) VALUES ({taken_id}, 9)")).await.unwrap();
 
     let code = |r: Result<(), mysql_async::Error>| match r {
         Err(mysql_async::Error::Server(e)) => e.code,
@@ -213,15 +263,22 @@ async fn a_replay_that_reads_otherwise_fails_and_commits_nothing() {
         assert_eq!(code(c.query_drop("SELECT 1").await), 9101, "{f}");
     }
     assert_eq!(code(big.query_drop("SELECT 1").await), 9101);
+    // The id the client saw is kept (SET insert_id), not the new primary's next;
+    // an id taken there meanwhile fails the replay.
+    assert_eq!(pinned.query_first::<u64, _>("SELECT LAST_INSERT_ID()").await.unwrap(), Some(pinned_id));
+    pinned.query_drop("COMMIT").await.unwrap();
+    let x: Option<i64> = admin(&to).await.query_first(format!("SELECT x FROM baton_test.rt_auto WHERE id = {pinned_id}")).await.unwrap();
+    assert_eq!(x, Some(1));
+    assert_eq!(code(taken.query_drop("SELECT 1").await), 9101);
     let stats = replay_stats(&running).await;
     println!("replay {stats}");
-    assert_eq!(stats["succeeded"], 1, "{stats}");
-    assert_eq!(stats["failed"]["checksum"], 4, "{stats}");
+    assert_eq!(stats["succeeded"], 2, "{stats}");
+    assert_eq!(stats["failed"]["checksum"], 5, "{stats}");
     assert_eq!(stats["failed"]["size"], 1, "{stats}");
     let (_, metrics) = http(running.admin_addr, "GET", "/metrics", None, "").await;
     let metrics = metrics.as_str().unwrap_or_default().to_string();
-    assert!(metrics.contains("baton_transaction_replays_failed_total{cluster=\"main\",reason=\"checksum\"} 4"), "{metrics}");
-    assert!(metrics.contains("baton_transaction_replays_succeeded_total{cluster=\"main\"} 1"), "{metrics}");
+    assert!(metrics.contains("baton_transaction_replays_failed_total{cluster=\"main\",reason=\"checksum\"} 5"), "{metrics}");
+    assert!(metrics.contains("baton_transaction_replays_succeeded_total{cluster=\"main\"} 2"), "{metrics}");
     running.shutdown(Some(Duration::from_millis(200))).await;
 }
 

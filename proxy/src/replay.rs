@@ -19,7 +19,13 @@ use crate::relay::Class;
 
 /// A running checksum of one response.
 #[derive(Debug, Clone, Default)]
-pub struct Checksum(DefaultHasher);
+pub struct Checksum {
+    hasher: DefaultHasher,
+    /// The first auto-generated id an OK reported (0: none): pinned with
+    /// `SET insert_id` when the command is re-sent, for the new primary's
+    /// counter need not be where the old one's was.
+    pub insert_id: u64,
+}
 
 impl Checksum {
     pub fn new() -> Checksum {
@@ -28,7 +34,7 @@ impl Checksum {
 
     /// Fold in one packet (`payload` without its header) of class `class`.
     pub fn feed(&mut self, class: Class, payload: &[u8]) {
-        let h = &mut self.0;
+        let h = &mut self.hasher;
         match class {
             Class::Data | Class::PrepareOk { .. } => {
                 h.write_u8(1);
@@ -38,6 +44,9 @@ impl Checksum {
                 h.write_u8(2);
                 h.write_u8(header);
                 if let Some(ok) = proto::parse_ok(payload) {
+                    if self.insert_id == 0 {
+                        self.insert_id = ok.last_insert_id;
+                    }
                     h.write_u64(ok.affected_rows);
                     h.write_u64(ok.last_insert_id);
                     h.write_u16(ok.warnings);
@@ -57,7 +66,7 @@ impl Checksum {
     }
 
     pub fn value(&self) -> u64 {
-        self.0.finish()
+        self.hasher.finish()
     }
 }
 
@@ -77,6 +86,8 @@ pub struct Entry {
     pub payload: Bytes,
     pub kind: Kind,
     pub checksum: u64,
+    /// [`Checksum::insert_id`].
+    pub insert_id: u64,
 }
 
 /// Why a transaction cannot be replayed.
@@ -171,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_recording_past_its_limit_is_dropped() {
-        let e = |n: usize| Entry { payload: Bytes::from(vec![3u8; n]), kind: Kind::Answered, checksum: 0 };
+        let e = |n: usize| Entry { payload: Bytes::from(vec![3u8; n]), kind: Kind::Answered, checksum: 0, insert_id: 0 };
         let mut r = Recording::new(5);
         r.push(e(60), 100);
         r.push(e(40), 100);

@@ -102,6 +102,9 @@ pub struct Analysis {
     pub touches_tracking: u8,
     /// `SET STATEMENT ... FOR`: variables it names change for one statement only.
     pub set_statement: bool,
+    /// One `BEGIN [WORK]` or `START TRANSACTION ...`: sent outside a transaction,
+    /// it changes nothing a lost connection keeps (safe to send again).
+    pub only_begins: bool,
     /// System variables set to `DEFAULT` (lower case): not restored elsewhere
     /// (the server reports a value for some, e.g. `timestamp`, that is not the default).
     pub defaulted: Vec<String>,
@@ -230,6 +233,7 @@ pub fn analyse(sql: &[u8]) -> Analysis {
     }
     if let (1, Some(s)) = (n, first.as_ref()) {
         a.kill = kill(sql, s);
+        a.only_begins = !s.ambiguous && matches!((s.word(0), s.word(1)), ("BEGIN", "" | "WORK") | ("START", "TRANSACTION"));
     }
     a
 }
@@ -523,6 +527,16 @@ mod tests {
 
     fn ends(sql: &str) -> bool {
         analyse(sql.as_bytes()).may_end_transaction
+    }
+
+    #[test]
+    fn only_a_plain_begin_is_safe_to_send_again() {
+        for s in ["BEGIN", " begin work", "START TRANSACTION", "start transaction read only", "START TRANSACTION WITH CONSISTENT SNAPSHOT"] {
+            assert!(analyse(s.as_bytes()).only_begins, "{s}");
+        }
+        for s in ["BEGIN NOT ATOMIC SELECT 1; END", "BEGIN; INSERT INTO t VALUES (1)", "/*!40101 BEGIN */", "COMMIT", "SET @x = 1"] {
+            assert!(!analyse(s.as_bytes()).only_begins, "{s}");
+        }
     }
 
     #[test]

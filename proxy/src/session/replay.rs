@@ -48,13 +48,14 @@ impl Session {
     pub(super) fn record(&mut self, payload: &bytes::Bytes, command: &Command, was_in: bool, insert_id_before: u64) {
         let Some(limits) = self.replay.as_ref() else { return };
         let max = limits.max_bytes;
-        let sum = std::mem::take(&mut self.checksum).value();
+        let response = std::mem::take(&mut self.checksum);
+        let (sum, insert_id) = (response.value(), response.insert_id);
         let cause = self.unreplayable.take();
         if !self.state.in_transaction() {
             self.recording = None;
             self.tx_prefix = match command {
                 Command::Query(_) if !was_in && is_set_transaction(&payload[1..]) => {
-                    Some(Entry { payload: payload.clone(), kind: Kind::Answered, checksum: sum })
+                    Some(Entry { payload: payload.clone(), kind: Kind::Answered, checksum: sum, insert_id })
                 }
                 _ => None,
             };
@@ -78,7 +79,7 @@ impl Session {
             rec.give_up(Unreplayable::Unsupported(what));
             return;
         }
-        let entry = |kind| Entry { payload: payload.clone(), kind, checksum: sum };
+        let entry = |kind| Entry { payload: payload.clone(), kind, checksum: sum, insert_id };
         match command {
             Command::Query(a) if a.kill.is_some() => {}
             Command::Query(_) | Command::Execute { .. } | Command::Reset { .. } => rec.push(entry(Kind::Answered), max),
@@ -105,7 +106,9 @@ impl Session {
     /// ([`Session::lose_transaction`]: 9101, or 9105 if `may_commit`).
     pub(super) async fn replay_or_lose(&mut self, command: &Command, may_commit: bool) -> Result<Resume> {
         let recording = self.recording.take();
-        let floor = self.commit_floor.take();
+        // Only a command that may have committed needs the proof (a COMMIT
+        // refused as read-only did not commit).
+        let floor = self.commit_floor.take().filter(|_| may_commit);
         let Some(limits) = self.replay.clone() else {
             self.lose_transaction(command, may_commit).await?;
             return Ok(Resume::Answered);
@@ -152,7 +155,8 @@ impl Session {
                 Ok(Err(Cut::Lost(why))) => break Err((ReplayFailure::Timeout, format!("{attempt} attempts; the last: {why}"))),
                 Ok(Err(Cut::Refused(why))) => break Err((ReplayFailure::Timeout, why)),
                 Ok(Err(Cut::Mismatch(n))) => {
-                    break Err((ReplayFailure::Checksum, format!("statement {} of the transaction answered otherwise", n + 1)))
+                    let sql = rec.entries.get(n).map(|e| String::from_utf8_lossy(&e.payload[1..e.payload.len().min(81)]).into_owned());
+                    break Err((ReplayFailure::Checksum, format!("statement {} of the transaction answered otherwise: {sql:?}", n + 1)));
                 }
                 Ok(Err(Cut::CommitUnknown(why))) => break Err((ReplayFailure::CommitUnknown, why)),
                 Ok(Err(Cut::Unsupported(what))) => break Err((ReplayFailure::Unsupported, what.to_string())),
@@ -213,12 +217,23 @@ impl Session {
         for (n, e) in rec.entries.iter().enumerate() {
             let payload = self.translate_recorded(&e.payload).ok_or(Cut::Unsupported("a prepared statement closed since"))?;
             let b = self.backend.as_mut().expect("ensured");
+            if e.insert_id != 0 {
+                // The id the client saw, not the new primary's next one (a
+                // taken id fails the statement: a mismatch). MariaDB keeps a
+                // forced id until a statement uses it: cleared after.
+                b.simple_command(&format!("SET insert_id = {}", e.insert_id)).await.map_err(|e| Cut::Lost(e.to_string()))?;
+            }
+            let b = self.backend.as_mut().expect("ensured");
             b.send(0, &payload).await.map_err(|e| Cut::Lost(e.to_string()))?;
             if e.kind == Kind::LongData {
                 continue;
             }
             let expect = if payload[0] == cmd::STMT_RESET { Expect::Single } else { Expect::ResultSet };
             let sum = self.rerun(expect).await.map_err(|e| Cut::Lost(e.to_string()))?;
+            if e.insert_id != 0 {
+                let b = self.backend.as_mut().expect("ensured");
+                b.simple_command("SET insert_id = 0").await.map_err(|e| Cut::Lost(e.to_string()))?;
+            }
             if sum != e.checksum {
                 return Err(Cut::Mismatch(n));
             }

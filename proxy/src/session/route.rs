@@ -367,8 +367,10 @@ impl Session {
                             Resume::Answered => return Ok(()),
                         }
                     }
-                    if !self.sent && read_only_retries < READ_ONLY_RETRIES {
-                        // Never reached a server: safe to hold and send again.
+                    let begins = self.analysis(&command).is_some_and(|a| a.only_begins);
+                    if (!self.sent || begins) && read_only_retries < READ_ONLY_RETRIES {
+                        // Never reached a server, or a BEGIN (nothing of it
+                        // outlives the lost connection): safe to hold and send again.
                         drop(admission);
                         read_only_retries += 1;
                         continue;
