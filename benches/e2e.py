@@ -103,6 +103,8 @@ def main():
     ap.add_argument("--tls", action="store_true",
                     help="compare TLS instead: direct TLS, baton plaintext, baton with TLS from clients, "
                          "baton with TLS on both legs; and the login cost with and without TLS")
+    ap.add_argument("--replay", action="store_true",
+                    help="compare transaction replay: baton with [transaction_replay] off and on, same run")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="baton-bench-")
     os.chmod(work, 0o755)  # mariadbd runs as user mysql and must reach its data dir
@@ -189,6 +191,16 @@ primary = "{primary}"
         procs.append(baton)
         wait_port(hp)
         wait_port(bp)
+        if args.replay:
+            bp3, ap3 = free_port(), free_port()
+            text = open(os.path.join(work, "baton.toml")).read()
+            on = text.replace(f"127.0.0.1:{bp}", f"127.0.0.1:{bp3}").replace(f"127.0.0.1:{ap_}", f"127.0.0.1:{ap3}") \
+                .replace(f"{work}/topology.json", f"{work}/topology3.json").replace("[[users]]", "[transaction_replay]\nenabled = true\n[[users]]")
+            open(os.path.join(work, "baton-replay.toml"), "w").write(on)
+            baton3 = subprocess.Popen([f"{ROOT}/target/release/baton", "--config", os.path.join(work, "baton-replay.toml")],
+                                      stderr=subprocess.DEVNULL, env={**os.environ, "BATON_LOG": "warn"})
+            procs.append(baton3)
+            wait_port(bp3)
         if args.tls:
             baton2 = subprocess.Popen([f"{ROOT}/target/release/baton", "--config", os.path.join(work, "baton-both.toml")],
                                       stderr=subprocess.DEVNULL, env={**os.environ, "BATON_LOG": "warn"})
@@ -201,6 +213,8 @@ primary = "{primary}"
                        check=True, capture_output=True)
         if args.tls:
             return tls_runs(args, direct, bp, bp2, baton.pid, baton2.pid)
+        if args.replay:
+            return replay_runs(args, bp, bp3, baton.pid, baton3.pid)
         targets = [("direct", direct), ("haproxy", hp), ("baton", bp)]
         pids = {"haproxy": procs[1].pid, "baton": baton.pid}
         rows = []
@@ -254,6 +268,32 @@ def login_ms(port, ssl, n=200):
     for _ in range(n):
         pymysql.connect(host="127.0.0.1", port=port, user="app", password="app", **kw).close()
     return (time.perf_counter() - start) * 1000 / n
+
+
+def replay_runs(args, bp, bp3, pid, pid3):
+    """Transaction replay's recording cost: the same workloads through baton with
+    replay off and on (two instances in front of the same primary), interleaved."""
+    targets = [("off", bp, pid), ("on", bp3, pid3)]
+    rows = []
+    for case in args.cases.split(","):
+        workload, threads = case.split(":")[0], int(case.split(":")[1])
+        runs = {t[0]: [] for t in targets}
+        for _ in range(args.repeat):
+            for name, port, p in targets:
+                before = cpu_seconds(p)
+                res = sysbench(port, workload, threads, args.time)
+                res["cpu_us"] = (cpu_seconds(p) - before) * 1e6 / max(1.0, res["qps"] * args.time)
+                runs[name].append(res)
+                print(f"  {workload} t={threads} replay {name}: {res}", file=sys.stderr)
+        rows.append((workload, threads, {n: sorted(rs, key=lambda x: x["qps"])[len(rs) // 2] for n, rs in runs.items()}))
+    print(f"\nsysbench through baton, transaction replay off vs on, {args.time} s per run, median of {args.repeat} "
+          "interleaved run(s), same machine (2 cores)\n")
+    print("| workload | threads | replay off qps | replay on qps | on/off | p95 ms off/on | baton CPU us/query off/on | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for workload, threads, r in rows:
+        a, b = r["off"], r["on"]
+        print(f"| {workload} | {threads} | {a['qps']:.0f} | {b['qps']:.0f} | {b['qps'] / a['qps']:.2f} "
+              f"| {a['p95']:.2f}/{b['p95']:.2f} | {a['cpu_us']:.1f}/{b['cpu_us']:.1f} | {a['errors'] + b['errors']} |")
 
 
 def tls_runs(args, direct, bp, bp2, pid, pid2):

@@ -1,4 +1,5 @@
-//! Re-creating a session's state on a new backend session, between transactions:
+//! Re-creating a session's state on a new backend session, between transactions
+//! (or before a transaction replay re-runs one there):
 //! the schema (at login), every session variable the client changed (from session
 //! tracking; character sets before collations, as `SET NAMES` leaves them), the
 //! multi-statements option, `LAST_INSERT_ID()`, and every prepared statement
