@@ -97,6 +97,9 @@ impl Session {
                 self.pin = None;
                 self.long_data_pending = false;
                 self.long_data_error = None;
+                self.recording = None;
+                self.tx_prefix = None;
+                self.commit_floor = None;
                 self.client.send(seq, &proto::ok_payload(0, proto::SERVER_STATUS_AUTOCOMMIT)).await?;
                 Ok(())
             }

@@ -75,10 +75,38 @@ impl Session {
                 self.recording.insert(r)
             }
         };
+        // A command that may have committed while the transaction stays open
+        // (COMMIT AND CHAIN, BEGIN inside one, a failed DDL with autocommit off,
+        // a multi-statement with a COMMIT, a CALL): a replay would re-run
+        // committed work.
+        let may_have_committed = was_in
+            && match command {
+                Command::Query(a) => a.may_end_transaction,
+                Command::Execute { id, .. } => self.state.statement(*id).is_none_or(|(_, s)| s.analysis.may_end_transaction),
+                _ => false,
+            };
+        let cause = cause.or(may_have_committed.then_some("a statement that may commit inside the recorded transaction"));
         if let Some(what) = cause {
             rec.give_up(Unreplayable::Unsupported(what));
             return;
         }
+        // A multi-statement text's ids are not pinned (one forced id would go to
+        // its first INSERT only): a different id there is a mismatch.
+        let insert_id = if matches!(command, Command::Query(a) if a.multi) { 0 } else { insert_id };
+        // "The statement prepared last" (0xFFFFFFFF) names the one it named now.
+        let payload = match command {
+            Command::Execute { id, .. } | Command::Reset { id } | Command::LongData { id } if *id == crate::command::LAST_PREPARED => {
+                match self.state.statement(*id) {
+                    Some((client_id, _)) => {
+                        let mut owned = payload.to_vec();
+                        owned[1..5].copy_from_slice(&client_id.to_le_bytes());
+                        bytes::Bytes::from(owned)
+                    }
+                    None => payload.clone(),
+                }
+            }
+            _ => payload.clone(),
+        };
         let entry = |kind| Entry { payload: payload.clone(), kind, checksum: sum, insert_id };
         match command {
             Command::Query(a) if a.kill.is_some() => {}
@@ -132,6 +160,7 @@ impl Session {
             return Ok(Resume::Answered);
         }
         let rec = recording.expect("checked");
+        let (status_before, insert_id_before) = (self.state.status, self.state.last_insert_id);
         // Leave the old primary's transaction (dropping the backend rolls it
         // back there) and its admission: the session waits like a held request.
         self.backend = None;
@@ -141,6 +170,7 @@ impl Session {
         counters.started();
         let deadline = tokio::time::Instant::now() + limits.timeout;
         let mut proven = floor.is_none();
+        let needs_proof = floor.is_some();
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
@@ -173,11 +203,14 @@ impl Session {
                 Ok(Resume::Continue)
             }
             Err((why, detail)) => {
-                // Nothing of a partial replay may commit: its backend goes.
+                // Nothing of a partial replay may commit: its backend goes; the
+                // session's flags and insert id are as before the cut.
                 self.backend = None;
+                self.state.status = status_before;
+                self.state.last_insert_id = insert_id_before;
                 counters.failed(why);
                 tracing::info!(reason = why.name(), %detail, "transaction replay failed");
-                self.lose_transaction(command, may_commit && !proven).await?;
+                self.lose_transaction(command, may_commit && (needs_proof && !proven)).await?;
                 Ok(Resume::Answered)
             }
         }
@@ -207,11 +240,20 @@ impl Session {
                 return Err(Cut::Lost("no primary could be reached".into()));
             }
         }
-        if let (Some((sid, floor)), false) = (floor, *proven) {
+        if let Some((sid, floor)) = floor {
+            // Proved again on every attempt (each may be on another primary).
+            *proven = false;
             let b = self.backend.as_mut().expect("ensured");
-            let row = b.query_row("SELECT @@gtid_binlog_state").await.map_err(|e| Cut::Lost(e.to_string()))?;
-            let state = row.first().cloned().flatten().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
-            baton_control::gtid::commit_absent(&state, *sid, floor).map_err(Cut::CommitUnknown)?;
+            if b.defaults.server_id == Some(*sid) {
+                // The same server: its thread may still be committing it.
+                return Err(Cut::CommitUnknown("the COMMIT's own server is the primary again".into()));
+            }
+            // Everything it applied: its binlog and what it replicated without
+            // logging it (log_slave_updates off, or a reset binlog).
+            let row = b.query_row("SELECT @@gtid_binlog_state, @@gtid_slave_pos").await.map_err(|e| Cut::Lost(e.to_string()))?;
+            let text = |i: usize| row.get(i).cloned().flatten().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+            let history = format!("{},{}", text(0), text(1));
+            baton_control::gtid::commit_absent(&history, *sid, floor).map_err(Cut::CommitUnknown)?;
             *proven = true;
         }
         for (n, e) in rec.entries.iter().enumerate() {
@@ -265,6 +307,10 @@ impl Session {
             let pkt = self.backend.as_mut().expect("ensured").read_raw().await?;
             let class = scanner.feed(&pkt);
             scanner.take_columns_ended();
+            if class == Class::Err && proto::parse_err(pkt.payload()).is_some_and(|e| super::route::is_read_only(&e)) {
+                // Revoked meanwhile (another reparent): not this transaction's answer.
+                return Err(ProxyError::BackendLost("the primary is read-only".into()));
+            }
             sum.feed(class, pkt.payload());
             match class {
                 Class::Ok { status, .. } => {

@@ -186,6 +186,10 @@ impl Session {
                         if !value.is_empty() && !self.acknowledge(value) {
                             return true;
                         }
+                        if !value.is_empty() {
+                            // Something committed: a recording spanning it would re-run it.
+                            self.unreplayable = Some("a commit inside the recorded transaction (COMMIT AND CHAIN, a BEGIN or DDL in it)");
+                        }
                     } else if name.eq_ignore_ascii_case(TRACK_VARIABLES) {
                         self.state.tracking.set_variables(value);
                         self.reassert_tracking = true;

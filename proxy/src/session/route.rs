@@ -287,7 +287,7 @@ impl Session {
             let episode_at_start = self.cluster.gate.episode();
             let (was_in, insert_id_before) = (self.state.in_transaction(), self.state.last_insert_id);
             if pinned && self.replay.is_some() {
-                self.note_commit_floor(self.analysis(&command).is_none_or(|a| a.may_end_transaction));
+                self.note_commit_floor(self.may_commit(&command));
             }
             let result = self.execute(&to_send, &command).await;
             drop(to_send);
@@ -357,7 +357,7 @@ impl Session {
                         self.begin_reactive("connection to the primary lost, and a fresh probe failed");
                     }
                     if pinned {
-                        let may_commit = self.sent && self.analysis(&command).is_none_or(|a| a.may_end_transaction);
+                        let may_commit = self.sent && self.may_commit(&command);
                         match self.replay_or_lose(&command, may_commit).await? {
                             Resume::Continue if replays < MAX_REPLAYS => {
                                 replays += 1;
@@ -396,6 +396,23 @@ impl Session {
                 None => {}
             }
             return Ok(());
+        }
+    }
+
+    /// Could this command commit an open transaction? Its SQL says (unknown
+    /// SQL: yes); commands without SQL that a transaction cannot end on
+    /// (prepare, reset, fetch, field list, long data, close, ping): no.
+    fn may_commit(&self, command: &Command) -> bool {
+        match command {
+            Command::Prepare
+            | Command::Reset { .. }
+            | Command::Fetch { .. }
+            | Command::FieldList
+            | Command::LongData { .. }
+            | Command::Close { .. }
+            | Command::Ping
+            | Command::Statistics => false,
+            _ => self.analysis(command).is_none_or(|a| a.may_end_transaction),
         }
     }
 
