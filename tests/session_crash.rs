@@ -73,3 +73,29 @@ async fn an_idle_session_and_a_new_login_right_after_a_crash_are_held_not_refuse
     restart(&info, &primary).await;
     heal(&info).await;
 }
+
+/// A pool validates a connection with COM_PING right before using it
+/// (mysql-connector-python's pool pings twice: at checkout and at `cursor()`).
+/// A ping sent on a busy session's backend just as the primary dies has nothing
+/// to lose: it is answered (held, or at once while the cluster buffers), never
+/// 9105. Found by the driver matrix: "MySQL Connection not available" from the
+/// second ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ping_right_after_a_crash_is_answered() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start_auto_failover(&info, &primary).await;
+    let port = running.mysql_addr.port();
+    let mut busy = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    busy.query_drop("SELECT 1").await.unwrap();
+    signal(&info, &primary, "KILL");
+    // Within baton's 100 ms in which a busy backend is not checked before use.
+    busy.ping().await.expect("a ping on a session whose primary just died is answered");
+    let p: Option<u16> = busy.query_first("SELECT @@port").await.unwrap();
+    let new_primary = running.store.current().cluster("main").unwrap().primary.clone();
+    assert_eq!(format!("127.0.0.1:{}", p.unwrap()), new_primary);
+    running.shutdown(Some(Duration::from_millis(100))).await;
+    restart(&info, &primary).await;
+    heal(&info).await;
+}

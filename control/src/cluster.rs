@@ -63,6 +63,8 @@ pub struct ClusterHandle {
     pub fenced_primary: std::sync::Mutex<Option<(u64, String)>>,
     /// Transaction replay's outcomes (the data path counts them).
     pub replay: crate::replay::ReplayCounters,
+    /// Replays running now: new work waits for them (bounded).
+    pub replaying: crate::replay::ReplayPriority,
 }
 
 /// All clusters by name.
@@ -155,6 +157,7 @@ impl ClusterHandle {
             fence: Default::default(),
             fenced_primary: Default::default(),
             replay: Default::default(),
+            replaying: Default::default(),
         }
     }
 }

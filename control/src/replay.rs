@@ -3,7 +3,8 @@
 //! the data path's (`proxy/src/session/replay.rs`); the rules are the README's
 //! "Transaction replay".
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -78,5 +79,81 @@ impl ReplayCounters {
             succeeded: self.succeeded.load(Ordering::Relaxed),
             failed: ReplayFailure::ALL.iter().map(|f| (f.name(), self.failed[*f as usize].load(Ordering::Relaxed))).collect(),
         }
+    }
+}
+
+/// Replays first: while transactions cut by a reparent or a crash are being
+/// re-run, new work on the cluster waits (bounded), so that a replay finds the
+/// new primary as the cut left it (an auto-increment id the client saw is not
+/// yet given to another session's INSERT, a row it read not yet changed by a
+/// request drained beside it).
+#[derive(Debug, Default)]
+pub struct ReplayPriority {
+    running: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+/// Held by a session while its cut transaction waits for a primary and re-runs.
+pub struct ReplayRunning<'a>(&'a ReplayPriority);
+
+impl Drop for ReplayRunning<'_> {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+impl ReplayPriority {
+    pub fn begin(&self) -> ReplayRunning<'_> {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        ReplayRunning(self)
+    }
+
+    /// Are replays running (one atomic load)?
+    pub fn pending(&self) -> bool {
+        self.running.load(Ordering::Acquire) > 0
+    }
+
+    /// Wait until no replay runs, at most `max`.
+    pub async fn wait_clear(&self, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let done = self.done.notified();
+            if !self.pending() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn new_work_waits_for_running_replays_but_not_forever() {
+        let p = std::sync::Arc::new(ReplayPriority::default());
+        assert!(!p.pending());
+        p.wait_clear(Duration::from_secs(1)).await; // nothing running: at once
+        let guard = p.begin();
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let t = tokio::time::Instant::now();
+                p.wait_clear(Duration::from_secs(10)).await;
+                t.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(guard);
+        assert_eq!(waiter.await.unwrap(), Duration::from_millis(300));
+        let _stuck = p.begin();
+        let t = tokio::time::Instant::now();
+        p.wait_clear(Duration::from_secs(2)).await;
+        assert_eq!(t.elapsed(), Duration::from_secs(2));
     }
 }

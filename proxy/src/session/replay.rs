@@ -168,6 +168,8 @@ impl Session {
         self.long_data_pending = false;
         self.state.status &= !proto::SERVER_STATUS_IN_TRANS;
         counters.started();
+        // New work on the cluster waits while this runs (bounded).
+        let _first = cluster.replaying.begin();
         let deadline = tokio::time::Instant::now() + limits.timeout;
         let mut proven = floor.is_none();
         let needs_proof = floor.is_some();

@@ -51,6 +51,8 @@ const READ_ONLY_RETRIES: usize = 3;
 const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Replays one command may lead to (a new primary lost again after each).
 const MAX_REPLAYS: u32 = 3;
+/// How long new work waits for running transaction replays, at most.
+const REPLAYS_FIRST_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// Attempts to get a backend thread id that is not another session's client id.
 const ID_ATTEMPTS: usize = 3;
 
@@ -213,10 +215,25 @@ impl Session {
         let mut replays = 0;
         loop {
             let pinned = self.pin.is_some();
+            if !pinned && matches!(command, Command::Ping | Command::Statistics) && self.cluster.gate.phase() != Phase::Idle {
+                // Lost its backend, and the cluster buffers now: as when it
+                // arrived while buffering, a pool's validation does not wait.
+                return self.answer_locally(&command).await;
+            }
             let admission = if pinned {
                 None
             } else {
                 match self.admit().await? {
+                    Ok(a) if self.cluster.replaying.pending() => {
+                        // Transactions cut by the last reparent or crash re-run
+                        // first: they must find the new primary as the cut left it.
+                        drop(a);
+                        self.cluster.replaying.wait_clear(REPLAYS_FIRST_FOR).await;
+                        match self.admit().await? {
+                            Ok(a) => Some(a),
+                            Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
+                        }
+                    }
                     Ok(a) => Some(a),
                     Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
                 }
@@ -367,8 +384,7 @@ impl Session {
                             Resume::Answered => return Ok(()),
                         }
                     }
-                    let begins = self.analysis(&command).is_some_and(|a| a.only_begins);
-                    if (!self.sent || begins) && read_only_retries < READ_ONLY_RETRIES {
+                    if (!self.sent || self.resendable(&command)) && read_only_retries < READ_ONLY_RETRIES {
                         // Never reached a server, or a BEGIN (nothing of it
                         // outlives the lost connection): safe to hold and send again.
                         drop(admission);
@@ -396,6 +412,26 @@ impl Session {
                 None => {}
             }
             return Ok(());
+        }
+    }
+
+    /// Outside a transaction, is this command safe to send again after its
+    /// connection was lost mid-flight? Those that change nothing the lost
+    /// connection's server keeps: a BEGIN, and the commands without SQL that
+    /// write no data (ping, statistics, schema change, field list, prepare,
+    /// statement reset, set option). Not COM_QUERY or COM_STMT_EXECUTE
+    /// otherwise: they may have written.
+    fn resendable(&self, command: &Command) -> bool {
+        match command {
+            Command::Query(a) => a.only_begins,
+            Command::Ping
+            | Command::Statistics
+            | Command::InitDb
+            | Command::FieldList
+            | Command::Prepare
+            | Command::Reset { .. }
+            | Command::SetOption(_) => true,
+            _ => false,
         }
     }
 
