@@ -87,9 +87,16 @@ impl ReplayCounters {
 /// new primary as the cut left it (an auto-increment id the client saw is not
 /// yet given to another session's INSERT, a row it read not yet changed by a
 /// request drained beside it).
+///
+/// The wait is bounded per burst, not per request: from the moment the first
+/// of the running replays began, new work waits at most [`ReplayPriority::FOR`]
+/// in all; after that it goes on beside them (a replay stuck on a lock does
+/// not stall the cluster).
 #[derive(Debug, Default)]
 pub struct ReplayPriority {
     running: AtomicUsize,
+    /// When `running` last went from 0 to 1.
+    since: std::sync::Mutex<Option<tokio::time::Instant>>,
     done: tokio::sync::Notify,
 }
 
@@ -105,8 +112,14 @@ impl Drop for ReplayRunning<'_> {
 }
 
 impl ReplayPriority {
+    /// How long, from the first of a burst of replays, new work waits for them.
+    pub const FOR: Duration = Duration::from_secs(2);
+
     pub fn begin(&self) -> ReplayRunning<'_> {
-        self.running.fetch_add(1, Ordering::AcqRel);
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            *since = Some(tokio::time::Instant::now());
+        }
         ReplayRunning(self)
     }
 
@@ -115,9 +128,11 @@ impl ReplayPriority {
         self.running.load(Ordering::Acquire) > 0
     }
 
-    /// Wait until no replay runs, at most `max`.
-    pub async fn wait_clear(&self, max: Duration) {
-        let deadline = tokio::time::Instant::now() + max;
+    /// Wait until no replay runs, at most until [`Self::FOR`] after the first
+    /// of the running ones began.
+    pub async fn wait_clear(&self) {
+        let Some(since) = *self.since.lock().unwrap_or_else(|p| p.into_inner()) else { return };
+        let deadline = since + Self::FOR;
         loop {
             let done = self.done.notified();
             if !self.pending() {
@@ -138,22 +153,28 @@ mod tests {
     async fn new_work_waits_for_running_replays_but_not_forever() {
         let p = std::sync::Arc::new(ReplayPriority::default());
         assert!(!p.pending());
-        p.wait_clear(Duration::from_secs(1)).await; // nothing running: at once
+        p.wait_clear().await; // nothing running: at once
         let guard = p.begin();
         let waiter = {
             let p = p.clone();
             tokio::spawn(async move {
                 let t = tokio::time::Instant::now();
-                p.wait_clear(Duration::from_secs(10)).await;
+                p.wait_clear().await;
                 t.elapsed()
             })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(guard);
         assert_eq!(waiter.await.unwrap(), Duration::from_millis(300));
+        // A replay that does not end: new work waits 2 s from its start in
+        // all, not 2 s each.
         let _stuck = p.begin();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let t = tokio::time::Instant::now();
-        p.wait_clear(Duration::from_secs(2)).await;
-        assert_eq!(t.elapsed(), Duration::from_secs(2));
+        p.wait_clear().await;
+        assert_eq!(t.elapsed(), Duration::from_millis(500));
+        let t = tokio::time::Instant::now();
+        p.wait_clear().await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
     }
 }

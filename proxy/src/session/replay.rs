@@ -169,10 +169,10 @@ impl Session {
         self.state.status &= !proto::SERVER_STATUS_IN_TRANS;
         counters.started();
         // New work on the cluster waits while this runs (bounded).
-        let _first = cluster.replaying.begin();
+        let first = cluster.replaying.begin();
         let deadline = tokio::time::Instant::now() + limits.timeout;
-        let mut proven = floor.is_none();
         let needs_proof = floor.is_some();
+        let mut proven = !needs_proof;
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
@@ -195,6 +195,7 @@ impl Session {
                 Ok(Err(Cut::Fatal(e))) => return Err(e),
             }
         };
+        drop(first);
         match outcome {
             Ok(mut admission) => {
                 admission.finish_drain();
@@ -212,7 +213,10 @@ impl Session {
                 self.state.last_insert_id = insert_id_before;
                 counters.failed(why);
                 tracing::info!(reason = why.name(), %detail, "transaction replay failed");
-                self.lose_transaction(command, may_commit && (needs_proof && !proven)).await?;
+                // "May have committed" stands unless this attempt's primary
+                // proved it absent and the replay then ended there.
+                let unknown = needs_proof && (!proven || why == ReplayFailure::Timeout);
+                self.lose_transaction(command, may_commit && unknown).await?;
                 Ok(Resume::Answered)
             }
         }
@@ -226,6 +230,8 @@ impl Session {
         floor: Option<&(u32, BTreeMap<u32, u64>)>,
         proven: &mut bool,
     ) -> std::result::Result<Admission, Cut> {
+        // Proved on this attempt's primary, or not at all.
+        *proven = false;
         let admission = match self.admit().await {
             Err(e) => return Err(Cut::Fatal(e)),
             Ok(Err(e)) => return Err(Cut::Refused(e.message.clone())),
@@ -243,8 +249,6 @@ impl Session {
             }
         }
         if let Some((sid, floor)) = floor {
-            // Proved again on every attempt (each may be on another primary).
-            *proven = false;
             let b = self.backend.as_mut().expect("ensured");
             if b.defaults.server_id == Some(*sid) {
                 // The same server: its thread may still be committing it.

@@ -51,8 +51,6 @@ const READ_ONLY_RETRIES: usize = 3;
 const STALE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Replays one command may lead to (a new primary lost again after each).
 const MAX_REPLAYS: u32 = 3;
-/// How long new work waits for running transaction replays, at most.
-const REPLAYS_FIRST_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// Attempts to get a backend thread id that is not another session's client id.
 const ID_ATTEMPTS: usize = 3;
 
@@ -224,15 +222,14 @@ impl Session {
                 None
             } else {
                 match self.admit().await? {
-                    Ok(a) if self.cluster.replaying.pending() => {
+                    Ok(mut a) if self.cluster.replaying.pending() && matches!(command, Command::Query(_) | Command::Execute { .. }) => {
                         // Transactions cut by the last reparent or crash re-run
-                        // first: they must find the new primary as the cut left it.
-                        drop(a);
-                        self.cluster.replaying.wait_clear(REPLAYS_FIRST_FOR).await;
-                        match self.admit().await? {
-                            Ok(a) => Some(a),
-                            Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
-                        }
+                        // first: they must find the new primary as the cut left
+                        // it. (This request's drain permits go back, so replays
+                        // are not kept from the gate; it keeps its admission.)
+                        a.finish_drain();
+                        self.cluster.replaying.wait_clear().await;
+                        Some(a)
                     }
                     Ok(a) => Some(a),
                     Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
@@ -423,7 +420,8 @@ impl Session {
     /// otherwise: they may have written.
     fn resendable(&self, command: &Command) -> bool {
         match command {
-            Command::Query(a) => a.only_begins,
+            // Not after a `SET TRANSACTION` (the new backend never saw it).
+            Command::Query(a) => a.only_begins && self.tx_prefix.is_none(),
             Command::Ping
             | Command::Statistics
             | Command::InitDb
