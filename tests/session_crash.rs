@@ -99,3 +99,31 @@ async fn a_ping_right_after_a_crash_is_answered() {
     restart(&info, &primary).await;
     heal(&info).await;
 }
+
+/// A pool's validation query (`SELECT 1`, any SELECT that calls nothing) sent
+/// to a primary that hangs (SIGSTOP) is cut by the failover's fence before any
+/// answer: it changed nothing, so it is sent again to the new primary, not
+/// answered 9105. (The client matrix's quiet crash hit the same with a SIGKILL
+/// whose sockets closed after the statement was sent.) A write in the same
+/// position still gets 9105 (`tests/failover.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_select_cut_by_a_failover_is_sent_again() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, _dir) = start_auto_failover(&info, &primary).await;
+    let port = running.mysql_addr.port();
+    let mut c = mysql_async::Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    c.query_drop("SELECT 1").await.unwrap();
+    signal(&info, &primary, "STOP");
+    let p: Result<Option<u16>, _> = c.query_first("SELECT @@port").await;
+    signal(&info, &primary, "KILL");
+    signal(&info, &primary, "CONT");
+    let p = p.expect("the SELECT is answered by the new primary").unwrap();
+    let new_primary = running.store.current().cluster("main").unwrap().primary.clone();
+    assert_ne!(new_primary, primary);
+    assert_eq!(format!("127.0.0.1:{p}"), new_primary);
+    running.shutdown(Some(Duration::from_millis(100))).await;
+    restart(&info, &primary).await;
+    heal(&info).await;
+}

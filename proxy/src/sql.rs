@@ -105,6 +105,11 @@ pub struct Analysis {
     /// One `BEGIN [WORK]` or `START TRANSACTION ...`: sent outside a transaction,
     /// it changes nothing a lost connection keeps (safe to send again).
     pub only_begins: bool,
+    /// One `SELECT` that provably changes nothing: no parenthesis (so no
+    /// function call or subquery), no `INTO`, locking clause or sequence, no
+    /// user variable, read whole by the lexer. Safe to send again when its
+    /// connection was lost before any answer (a pool's `SELECT 1`).
+    pub side_effect_free: bool,
     /// System variables set to `DEFAULT` (lower case): not restored elsewhere
     /// (the server reports a value for some, e.g. `timestamp`, that is not the default).
     pub defaulted: Vec<String>,
@@ -234,6 +239,16 @@ pub fn analyse(sql: &[u8]) -> Analysis {
     if let (1, Some(s)) = (n, first.as_ref()) {
         a.kill = kill(sql, s);
         a.only_begins = !s.ambiguous && matches!((s.word(0), s.word(1)), ("BEGIN", "" | "WORK") | ("START", "TRANSACTION"));
+        a.side_effect_free = !s.ambiguous
+            && !s.user_var
+            && !s.get_lock
+            && s.count <= s.kept
+            && s.word(0) == "SELECT"
+            && s.tokens().iter().all(|t| match t.kind {
+                Kind::Punct => t.text.as_str() != "(",
+                Kind::Word => !matches!(t.text.as_str(), "INTO" | "FOR" | "LOCK" | "NEXT" | "NEXTVAL" | "LASTVAL" | "SETVAL" | "PREVIOUS"),
+                _ => true,
+            });
     }
     a
 }
@@ -527,6 +542,30 @@ mod tests {
 
     fn ends(sql: &str) -> bool {
         analyse(sql.as_bytes()).may_end_transaction
+    }
+
+    #[test]
+    fn only_a_select_that_calls_nothing_is_side_effect_free() {
+        for s in ["SELECT 1", "select 1", "SELECT @@version", "SELECT a, b FROM t WHERE id = 5 ORDER BY a", "/* ping */ SELECT 1"] {
+            assert!(analyse(s.as_bytes()).side_effect_free, "{s}");
+        }
+        for s in [
+            "SELECT f(1)",
+            "SELECT SLEEP(1)",
+            "SELECT GET_LOCK('x', 1)",
+            "SELECT a FROM t WHERE id IN (SELECT b FROM u)",
+            "SELECT a INTO @x FROM t",
+            "SELECT a FROM t FOR UPDATE",
+            "SELECT a FROM t LOCK IN SHARE MODE",
+            "SELECT NEXT VALUE FOR s",
+            "SELECT @x",
+            "SELECT 1; SELECT 2",
+            "INSERT INTO t VALUES (1)",
+            "SELECT 'a\\'",
+            "SELECT a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r FROM t",
+        ] {
+            assert!(!analyse(s.as_bytes()).side_effect_free, "{s}");
+        }
     }
 
     #[test]

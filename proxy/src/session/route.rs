@@ -218,19 +218,10 @@ impl Session {
                 // arrived while buffering, a pool's validation does not wait.
                 return self.answer_locally(&command).await;
             }
-            let admission = if pinned {
+            let mut admission = if pinned {
                 None
             } else {
                 match self.admit().await? {
-                    Ok(mut a) if self.cluster.replaying.pending() && matches!(command, Command::Query(_) | Command::Execute { .. }) => {
-                        // Transactions cut by the last reparent or crash re-run
-                        // first: they must find the new primary as the cut left
-                        // it. (This request's drain permits go back, so replays
-                        // are not kept from the gate; it keeps its admission.)
-                        a.finish_drain();
-                        self.cluster.replaying.wait_clear().await;
-                        Some(a)
-                    }
                     Ok(a) => Some(a),
                     Err(e) => return self.answer_error(&command, MysqlErrorOrRaw::Mysql(e)).await,
                 }
@@ -293,6 +284,17 @@ impl Session {
                         return self.answer_error(&command, e).await;
                     }
                 }
+            }
+            if self.cluster.replaying.pending() && matches!(command, Command::Query(_) | Command::Execute { .. }) {
+                // Transactions cut by the last reparent or crash re-run first:
+                // they must find the new primary as the cut left it (also before
+                // the next statements of a transaction already replayed, which
+                // could take an id another replay pins). This request's drain
+                // permits go back, so replays are not kept from the gate.
+                if let Some(a) = admission.as_mut() {
+                    a.finish_drain();
+                }
+                self.cluster.replaying.wait_clear().await;
             }
             let to_send = match self.translate(&payload, &command) {
                 Ok(p) => p,
@@ -414,14 +416,14 @@ impl Session {
 
     /// Outside a transaction, is this command safe to send again after its
     /// connection was lost mid-flight? Those that change nothing the lost
-    /// connection's server keeps: a BEGIN, and the commands without SQL that
-    /// write no data (ping, statistics, schema change, field list, prepare,
-    /// statement reset, set option). Not COM_QUERY or COM_STMT_EXECUTE
-    /// otherwise: they may have written.
+    /// connection's server keeps: a BEGIN, a SELECT that calls nothing, and the
+    /// commands without SQL that write no data (ping, statistics, schema
+    /// change, field list, prepare, statement reset, set option). Not other
+    /// COM_QUERY or COM_STMT_EXECUTE: they may have written.
     fn resendable(&self, command: &Command) -> bool {
         match command {
             // Not after a `SET TRANSACTION` (the new backend never saw it).
-            Command::Query(a) => a.only_begins && self.tx_prefix.is_none(),
+            Command::Query(a) => (a.only_begins && self.tx_prefix.is_none()) || a.side_effect_free,
             Command::Ping
             | Command::Statistics
             | Command::InitDb
