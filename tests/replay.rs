@@ -142,9 +142,23 @@ async fn transactions_cut_by_a_planned_reparent_finish_on_the_new_primary() {
     let acked = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (1..=8).map(|w| tokio::spawn(tx_writer(port, w, stop.clone(), acked.clone()))).collect();
     wait_count(&acked, 200, Duration::from_secs(30)).await;
+    // One transaction certainly open at the revoke (the writers' may all finish
+    // in the moment before it): it goes on after the reparent.
+    let mut held = Conn::new(opts(port, Some("baton_test"))).await.unwrap();
+    held.query_drop("BEGIN").await.unwrap();
+    assert_eq!(held.query_first::<i64, _>("SELECT v FROM rt_acct WHERE id = 150 FOR UPDATE").await.unwrap(), Some(0));
+    held.query_drop("UPDATE rt_acct SET v = 1 WHERE id = 150").await.unwrap();
     let to = info.servers.iter().find(|s| **s != primary).unwrap().clone();
     let (status, report) = reparent(&running, &to).await;
     assert_eq!(status, 200, "{report}");
+    held.exec_drop("INSERT INTO rt_log (w, seq, seen) VALUES (?, ?, ?)", (150, 1, 0)).await.expect("the held transaction goes on");
+    held.query_drop("COMMIT").await.expect("and commits on the new primary");
+    let direct: Vec<(i64, i64)> = admin(&to)
+        .await
+        .query("SELECT a.v, (SELECT COUNT(*) FROM baton_test.rt_log WHERE w = 150) FROM baton_test.rt_acct a WHERE a.id = 150")
+        .await
+        .unwrap();
+    assert_eq!(direct, vec![(1, 1)]);
     let before = acked.load(Ordering::Relaxed);
     wait_count(&acked, before + 200, Duration::from_secs(30)).await;
     stop.store(true, Ordering::Relaxed);
