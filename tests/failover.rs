@@ -21,23 +21,6 @@ fn logs() {
     let _ = tracing_subscriber::fmt().with_env_filter("baton_control=info,baton_proxy=info").with_test_writer().try_init();
 }
 
-async fn wait_term(running: &baton::Running, term: u64, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = running.store.current().cluster("main").unwrap().clone();
-        if r.term >= term {
-            return r.primary;
-        }
-        let h = running.proxy.clusters["main"].last_reparent.lock().unwrap().clone();
-        assert!(
-            Instant::now() < deadline,
-            "no failover within {timeout:?}; last: {h:?}; health: {:?}",
-            running.proxy.clusters["main"].health.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Rows per (writer, seq) on `addr`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_primary_under_load_fails_over_without_losing_acknowledged_writes() {

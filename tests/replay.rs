@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::reparent::*;
 use common::*;
@@ -109,22 +109,36 @@ async fn check_history(addr: &str, seen: &BTreeMap<i64, Seen>) {
     }
 }
 
+/// Heal the reparent cluster and start baton with replay on (and automatic
+/// failover if `auto`), with the transaction tables made.
+async fn start(auto: bool) -> (baton_testkit::ClusterInfo, String, baton::Running, tempfile::TempDir) {
+    logs();
+    let info = info();
+    let primary = heal(&info).await;
+    let (running, dir) = start_baton_with(&info, &primary, REPLAY, "semi_sync", if auto { "auto_failover = true\n" } else { "" }).await;
+    tables(running.mysql_addr.port()).await;
+    (info, primary, running, dir)
+}
+
+/// Writers 1 to 8 ([`tx_writer`]) until `stop`.
+fn spawn_writers(port: u16, stop: &Arc<AtomicBool>, acked: &Arc<AtomicU64>) -> Vec<tokio::task::JoinHandle<Seen>> {
+    (1..=8).map(|w| tokio::spawn(tx_writer(port, w, stop.clone(), acked.clone()))).collect()
+}
+
+/// What each writer saw, by writer, and every failed attempt as (writer, (seq, code)).
+async fn join_writers(writers: Vec<tokio::task::JoinHandle<Seen>>) -> (BTreeMap<i64, Seen>, Vec<(i64, (i64, u16))>) {
+    let mut seen = BTreeMap::new();
+    for (i, w) in writers.into_iter().enumerate() {
+        seen.insert(i as i64 + 1, w.await.unwrap());
+    }
+    let failed = seen.iter().flat_map(|(w, s)| s.failed.iter().map(move |f| (*w, *f))).collect();
+    (seen, failed)
+}
+
 async fn replay_stats(running: &baton::Running) -> serde_json::Value {
     let (status, body) = http(running.admin_addr, "GET", "/api/v1/clusters/main", None, "").await;
     assert_eq!(status, 200);
     body["replay"].clone()
-}
-
-async fn until_term(running: &baton::Running, term: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = running.store.current().cluster("main").unwrap().clone();
-        if r.term >= term {
-            return r.primary;
-        }
-        assert!(Instant::now() < deadline, "no term {term}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Issue 13: 8 writers through a planned reparent with `transaction_grace_ms = 0`:
@@ -132,15 +146,10 @@ async fn until_term(running: &baton::Running, term: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transactions_cut_by_a_planned_reparent_finish_on_the_new_primary() {
     let _l = LOCK.lock().await;
-    logs();
-    let info = info();
-    let primary = heal(&info).await;
-    let (running, _dir) = start_baton(&info, &primary, REPLAY, "semi_sync").await;
+    let (info, primary, running, _dir) = start(false).await;
     let port = running.mysql_addr.port();
-    tables(port).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (1..=8).map(|w| tokio::spawn(tx_writer(port, w, stop.clone(), acked.clone()))).collect();
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let writers = spawn_writers(port, &stop, &acked);
     wait_count(&acked, 200, Duration::from_secs(30)).await;
     // One transaction certainly open at the revoke (the writers' may all finish
     // in the moment before it): it goes on after the reparent.
@@ -162,11 +171,7 @@ async fn transactions_cut_by_a_planned_reparent_finish_on_the_new_primary() {
     let before = acked.load(Ordering::Relaxed);
     wait_count(&acked, before + 200, Duration::from_secs(30)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut seen = BTreeMap::new();
-    for (i, w) in writers.into_iter().enumerate() {
-        seen.insert(i as i64 + 1, w.await.unwrap());
-    }
-    let failed: Vec<_> = seen.iter().flat_map(|(w, s)| s.failed.iter().map(move |f| (*w, *f))).collect();
+    let (seen, failed) = join_writers(writers).await;
     let stats = replay_stats(&running).await;
     println!("planned reparent: {} acknowledged; failed {failed:?}; replay {stats}", acked.load(Ordering::Relaxed));
     assert!(failed.is_empty(), "client errors: {failed:?}");
@@ -182,26 +187,17 @@ async fn transactions_cut_by_a_planned_reparent_finish_on_the_new_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transactions_cut_by_a_crash_finish_on_the_new_primary() {
     let _l = LOCK.lock().await;
-    logs();
-    let info = info();
-    let primary = heal(&info).await;
-    let (running, _dir) = start_baton_with(&info, &primary, REPLAY, "semi_sync", "auto_failover = true\n").await;
+    let (info, primary, running, _dir) = start(true).await;
     let port = running.mysql_addr.port();
-    tables(port).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (1..=8).map(|w| tokio::spawn(tx_writer(port, w, stop.clone(), acked.clone()))).collect();
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let writers = spawn_writers(port, &stop, &acked);
     wait_count(&acked, 200, Duration::from_secs(30)).await;
     signal(&info, &primary, "KILL");
-    let new_primary = until_term(&running, 2).await;
+    let new_primary = wait_term(&running, 2, Duration::from_secs(30)).await;
     let before = acked.load(Ordering::Relaxed);
     wait_count(&acked, before + 200, Duration::from_secs(30)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut seen = BTreeMap::new();
-    for (i, w) in writers.into_iter().enumerate() {
-        seen.insert(i as i64 + 1, w.await.unwrap());
-    }
-    let failed: Vec<_> = seen.iter().flat_map(|(w, s)| s.failed.iter().map(move |f| (*w, *f))).collect();
+    let (seen, failed) = join_writers(writers).await;
     let stats = replay_stats(&running).await;
     println!("crash: {} acknowledged; failed {failed:?}; replay {stats}", acked.load(Ordering::Relaxed));
     assert!(failed.iter().all(|(_, (_, code))| *code == 9105), "errors other than an undecidable commit: {failed:?}");
@@ -219,12 +215,8 @@ async fn transactions_cut_by_a_crash_finish_on_the_new_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_that_reads_otherwise_fails_and_commits_nothing() {
     let _l = LOCK.lock().await;
-    logs();
-    let info = info();
-    let primary = heal(&info).await;
-    let (running, _dir) = start_baton(&info, &primary, REPLAY, "semi_sync").await;
+    let (info, primary, running, _dir) = start(false).await;
     let port = running.mysql_addr.port();
-    tables(port).await;
     let conn = || async { Conn::new(opts(port, Some("baton_test"))).await.unwrap() };
     // Auto-increment ids: the old primary's counter is past ids it gave
     // transactions that never committed (`rolled`'s), the new primary's is not.
@@ -304,18 +296,14 @@ async fn a_replay_that_reads_otherwise_fails_and_commits_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unanswered_commit_is_replayed_when_the_new_primary_proves_it_absent() {
     let _l = LOCK.lock().await;
-    logs();
-    let info = info();
-    let primary = heal(&info).await;
-    let (running, _dir) = start_baton_with(&info, &primary, REPLAY, "semi_sync", "auto_failover = true\n").await;
+    let (info, primary, running, _dir) = start(true).await;
     let port = running.mysql_addr.port();
-    tables(port).await;
     let mut c = Conn::new(opts(port, Some("baton_test"))).await.unwrap();
     c.query_drop("BEGIN").await.unwrap();
     c.query_drop("INSERT INTO rt_log (w, seq, seen) VALUES (50, 1, 0)").await.unwrap();
     signal(&info, &primary, "STOP");
     let r = c.query_drop("COMMIT").await;
-    let new_primary = until_term(&running, 2).await;
+    let new_primary = wait_term(&running, 2, Duration::from_secs(30)).await;
     signal(&info, &primary, "KILL");
     signal(&info, &primary, "CONT");
     r.expect("the COMMIT was replayed on the new primary");

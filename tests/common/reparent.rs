@@ -368,3 +368,22 @@ pub async fn rows(addr: &str) -> std::collections::HashMap<(i64, i64), i64> {
     let v: Vec<(i64, i64, i64)> = c.query("SELECT writer, seq, COUNT(*) FROM baton_test.rp_rows GROUP BY writer, seq").await.unwrap();
     v.into_iter().map(|(w, s, n)| ((w, s), n)).collect()
 }
+
+/// Wait until the topology names a primary at `term` or later; returns it
+/// (panics after `timeout`, with the last reparent report and the health view).
+pub async fn wait_term(running: &baton::Running, term: u64, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = running.store.current().cluster("main").unwrap().clone();
+        if r.term >= term {
+            return r.primary;
+        }
+        let h = running.proxy.clusters["main"].last_reparent.lock().unwrap().clone();
+        assert!(
+            Instant::now() < deadline,
+            "no failover within {timeout:?}; last: {h:?}; health: {:?}",
+            running.proxy.clusters["main"].health.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

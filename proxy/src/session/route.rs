@@ -237,14 +237,10 @@ impl Session {
                         self.begin_reactive("a transaction's backend closed and a fresh probe of the primary failed");
                     }
                     // Revoked or lost before this command reached it: rolled back.
-                    match self.replay_or_lose(&command, false).await? {
-                        Resume::Continue if replays < MAX_REPLAYS => {
-                            replays += 1;
-                            continue;
-                        }
-                        Resume::Continue => return self.lose_transaction(&command, false).await,
-                        Resume::Answered => return Ok(()),
+                    if self.on_cut(&command, false, &mut replays).await? {
+                        continue;
                     }
+                    return Ok(());
                 }
             } else {
                 match self.ensure_backend().await {
@@ -328,14 +324,10 @@ impl Session {
                     // error (dropping the backend rolls it back), and hold what
                     // comes next until a primary is established.
                     self.backend = None;
-                    match self.replay_or_lose(&command, false).await? {
-                        Resume::Continue if replays < MAX_REPLAYS => {
-                            replays += 1;
-                            continue;
-                        }
-                        Resume::Continue => return self.lose_transaction(&command, false).await,
-                        Resume::Answered => return Ok(()),
+                    if self.on_cut(&command, false, &mut replays).await? {
+                        continue;
                     }
+                    return Ok(());
                 }
                 Ok(Relayed::ReadOnly(err)) => {
                     drop(admission);
@@ -374,14 +366,10 @@ impl Session {
                     }
                     if pinned {
                         let may_commit = self.sent && self.may_commit(&command);
-                        match self.replay_or_lose(&command, may_commit).await? {
-                            Resume::Continue if replays < MAX_REPLAYS => {
-                                replays += 1;
-                                continue;
-                            }
-                            Resume::Continue => return self.lose_transaction(&command, false).await,
-                            Resume::Answered => return Ok(()),
+                        if self.on_cut(&command, may_commit, &mut replays).await? {
+                            continue;
                         }
+                        return Ok(());
                     }
                     if (!self.sent || self.resendable(&command)) && read_only_retries < READ_ONLY_RETRIES {
                         // Never reached a server, or a BEGIN (nothing of it
@@ -411,6 +399,20 @@ impl Session {
                 None => {}
             }
             return Ok(());
+        }
+    }
+
+    /// The open transaction was cut at `command` (revoked or lost): replay it
+    /// (true: send `command` again, on the new primary now) or end it (false:
+    /// the client has its error). At most [`MAX_REPLAYS`] replays per command.
+    async fn on_cut(&mut self, command: &Command, may_commit: bool, replays: &mut u32) -> Result<bool> {
+        match self.replay_or_lose(command, may_commit).await? {
+            Resume::Continue if *replays < MAX_REPLAYS => {
+                *replays += 1;
+                Ok(true)
+            }
+            Resume::Continue => self.lose_transaction(command, false).await.map(|_| false),
+            Resume::Answered => Ok(false),
         }
     }
 
