@@ -614,6 +614,8 @@ primary = "127.0.0.1:3306"
         assert_eq!(c.server.admin_listen, "127.0.0.1:6034");
         assert_eq!(c.topology.store, "file");
         assert_eq!(c.cluster_of(&c.users[0]), "main");
+        let r = &c.transaction_replay;
+        assert_eq!((r.enabled, r.max_bytes, r.max_attempts, r.timeout_ms), (false, 1 << 20, 5, 30_000));
     }
 
     #[test]
@@ -624,6 +626,11 @@ primary = "127.0.0.1:3306"
             (GOOD.replace("password_hash = \"*5BCB", "password_hash = \"5BCB"), "must start with '*'"),
             (GOOD.replace("[server]", "[server]\nbogus = 1"), "unknown field"),
             (GOOD.replace("name = \"main\"", "name = \"\""), "cluster name"),
+            (
+                GOOD.replace("[[users]]", "[transaction_replay]\nenabled = true\nmax_attempts = 0\n[[users]]"),
+                "transaction_replay.max_bytes, max_attempts",
+            ),
+            (GOOD.replace("[[users]]", "[transaction_replay]\nenable = true\n[[users]]"), "unknown field"),
         ];
         for (text, want) in cases {
             let err = Config::parse(&text).unwrap_err().to_string();
