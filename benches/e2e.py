@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -258,6 +259,8 @@ primary = "{primary}"
               f"connections ({(after - before) / 1000:.1f} KiB per connection incl. its backend session)")
     finally:
         cleanup()
+        # The cluster's data dirs are 0.5-1 GB: nothing in them is reported.
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def login_ms(port, ssl, n=200):
