@@ -42,14 +42,24 @@ pub struct Running {
 /// the control plane's admin account and with the replication account (as a
 /// replica being repointed would), and as each user that has a
 /// `backend_password_file` on its cluster's seed primary. One line per login:
-/// what, and Ok or why not.
+/// what, and Ok or why not. With the admin account it also reads
+/// `@@gtid_strict_mode`, which errant detection relies on (README "Errant
+/// servers"): OFF is a failed line.
 pub async fn probe(config: &Config) -> Vec<(String, Result<(), String>)> {
-    use baton_control::server::{AdminLogin, Connect, MariaDbConnect};
+    use baton_control::server::{AdminLogin, Connect, MariaDb, MariaDbConnect};
     let mut out = Vec::new();
     for c in &config.clusters {
         let settings = baton_control::cluster::cluster_settings(config, c);
         let repl = AdminLogin { user: settings.repl_user.clone(), password: settings.repl_password.clone(), ..settings.admin.clone() };
         for addr in &c.servers {
+            if let Ok(mut s) = MariaDb::connect(addr, &settings.admin).await {
+                let r = match s.scalar("SELECT @@gtid_strict_mode").await {
+                    Ok(v) if v == "1" => Ok(()),
+                    Ok(_) => Err("OFF: set gtid_strict_mode = ON (an errant transaction could hide behind later ones)".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                out.push((format!("cluster {} server {addr}: gtid_strict_mode", c.name), r));
+            }
             for (role, login) in [("admin", &settings.admin), ("replication", &repl)] {
                 let r = match MariaDbConnect.connect(addr, login).await {
                     Ok(s) => {

@@ -224,3 +224,81 @@ async fn requests_fail_fast_while_no_primary_can_come() {
     assert!(status(&running).await["buffer"]["no_primary"].is_null());
     running.shutdown(Some(Duration::from_millis(200))).await;
 }
+
+/// Make `to` the primary by hand (no baton): `from` read-only, `to` caught up,
+/// promoted, every other server following it.
+async fn move_primary(info: &baton_testkit::ClusterInfo, from: &str, to: &str) {
+    let pos = scalar(&mut admin(from).await, "SELECT @@gtid_binlog_pos").await;
+    admin(from).await.query_drop("SET GLOBAL read_only=ON").await.unwrap();
+    let mut t = admin(to).await;
+    assert_eq!(scalar(&mut t, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await, "0", "{to} did not catch up");
+    t.query_drop("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF").await.unwrap();
+    let (_, port) = to.rsplit_once(':').unwrap();
+    for s in info.servers.iter().filter(|s| *s != to) {
+        admin(s)
+            .await
+            .query_drop(format!(
+                "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, MASTER_USER='repl', MASTER_PASSWORD='repl', \
+                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// CI found it: a server's own old stream (from when it was primary) that a
+/// rebuilt primary's binlog does not keep was taken as errant. The server was
+/// isolated (no semi-sync acknowledger left) and writes stalled. A rebuild as the
+/// README's repair does it (`RESET MASTER`, `gtid_slave_pos` seeded with the
+/// source's `@@gtid_binlog_pos`, the last GTID per domain) keeps no stream of
+/// servers that wrote before that GTID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_servers_own_old_stream_that_a_rebuilt_primary_lacks_is_not_errant() {
+    let _l = LOCK.lock().await;
+    let info = info();
+    let a = heal(&info).await;
+    let others: Vec<String> = info.servers.iter().filter(|s| **s != a).cloned().collect();
+    let (b, c) = (others[0].clone(), others[1].clone());
+    let write = |addr: String, v: i32| async move {
+        let mut x = admin(&addr).await;
+        x.query_drop("CREATE TABLE IF NOT EXISTS baton_test.stream_rows (id INT PRIMARY KEY)").await.unwrap();
+        x.query_drop(format!("INSERT INTO baton_test.stream_rows VALUES ({v})")).await.unwrap();
+        scalar(&mut x, "SELECT @@last_gtid").await
+    };
+    admin(&a).await.query_drop("DROP TABLE IF EXISTS baton_test.stream_rows").await.unwrap();
+    // A writes under its own server id, then B is primary and writes.
+    write(a.clone(), 1).await;
+    move_primary(&info, &a, &b).await;
+    write(b.clone(), 2).await;
+    // C is rebuilt from B: its binlog starts over, seeded at B's last GTID.
+    let mut cc = admin(&c).await;
+    let pos = scalar(&mut admin(&b).await, "SELECT @@gtid_binlog_pos").await;
+    assert_eq!(scalar(&mut cc, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await, "0");
+    cc.query_drop(format!("STOP SLAVE; RESET MASTER; SET GLOBAL gtid_slave_pos='{pos}'; START SLAVE")).await.unwrap();
+    // C becomes primary: it has no stream of A's server id.
+    move_primary(&info, &b, &c).await;
+    let last = write(c.clone(), 3).await;
+    let c_state = scalar(&mut cc, "SELECT @@gtid_binlog_state").await;
+    let a_id = scalar(&mut admin(&a).await, "SELECT @@server_id").await;
+    assert!(!c_state.split(',').any(|g| g.split('-').nth(1) == Some(a_id.as_str())), "C keeps A's stream: {c_state}");
+
+    let (running, _dir) = start(&info, &c, false).await;
+    // A check that saw A with C's write: its errant list is the answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let health = loop {
+        let s = status(&running).await;
+        let seen = s["health"]["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|x| x["addr"] == a.as_str() && x["gtid_binlog_state"].as_str().is_some_and(|st| st.split(',').any(|g| g.trim() == last)));
+        if seen {
+            break s["health"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "A never seen with {last}: {:#}", s["health"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(health["errant"], serde_json::json!([]), "{health:#}");
+    running.shutdown(Some(Duration::from_millis(200))).await;
+    heal(&info).await;
+}

@@ -141,6 +141,7 @@ async fn replicas_that_cannot_follow_are_reported_not_called_success() {
 /// credentials; `--probe` logs in with both accounts and says which fails.
 #[test]
 fn check_config_probe_logs_in_with_both_accounts() {
+    let _l = LOCK.blocking_lock();
     let info = info();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("baton.toml");
@@ -164,6 +165,19 @@ fn check_config_probe_logs_in_with_both_accounts() {
     let (code, out) = run(&base, true);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(out.matches("\": ok").count(), 2 * info.servers.len(), "{out}");
+    assert_eq!(out.matches("gtid_strict_mode: ok").count(), info.servers.len(), "{out}");
+    // A server without gtid_strict_mode: errant detection relies on it.
+    let strict = |on: u8| {
+        let (_, port) = info.servers[1].rsplit_once(':').unwrap();
+        let sql = format!("SET GLOBAL gtid_strict_mode={on}");
+        let st = std::process::Command::new("mariadb").args(["-h127.0.0.1", "-P", port, "-uadmin", "-padmin", "-e", &sql]).status().unwrap();
+        assert!(st.success());
+    };
+    strict(0);
+    let (code, out) = run(&base, true);
+    strict(1);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("server {}: gtid_strict_mode: FAILED", info.servers[1])), "{out}");
     let (code, out) = run(&base.replace("repl_password = \"repl\"", "repl_password = \"wrong\""), true);
     assert_eq!(code, Some(2), "{out}");
     assert_eq!(out.matches("replication account \"repl\": FAILED").count(), info.servers.len(), "{out}");

@@ -87,23 +87,47 @@ pub fn contains(state: &str, other: &str) -> Result<(), String> {
 
 /// Is a server (binlog state `state`, `@@server_id` = `own_id`) errant with
 /// respect to a primary that has `history` (its binlog state and gtid_slave_pos)?
-/// Errant: a transaction the primary lacks from a server whose stream the
-/// primary has further or has none of only because it is this server's own (a
-/// write made on it, or an old primary's last commit nobody received). A stream
-/// the primary has none of from a third server is taken as history the primary's
-/// binlog no longer keeps (`RESET MASTER` when it was rebuilt), not as errant.
+///
+/// Errant: the server has a transaction the primary lacks. Decided per domain
+/// by the server's latest GTID there (its highest seq_no): under
+/// `gtid_strict_mode` a server's history in a domain is one chain, and an errant
+/// transaction stops its replication in that domain (error 1950, out-of-order
+/// sequence number), so an errant transaction is always the latest; older
+/// entries are in the history that led to it. The latest is lacking when the
+/// primary has its server's stream only to a lower seq_no; or has none of it and
+/// it is this server's own (a write made on it, or an old primary's last commit
+/// nobody received); or has none of it and is not that far in the domain.
+/// A stream the primary has none of is otherwise history its binlog no longer
+/// keeps (`RESET MASTER` when it was rebuilt, seeded by `gtid_slave_pos`),
+/// including this server's own older entries. Other entries are still checked
+/// against a stream the primary has further back (a cheap check of the chain).
 pub fn errant(history: &str, state: &str, own_id: Option<u32>) -> Result<(), String> {
     let mut have: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    let mut reach: BTreeMap<u32, u64> = BTreeMap::new();
     for (d, s, n) in history.split(',').filter_map(|g| parse_gtid(g.trim())) {
         let e = have.entry((d, s)).or_insert(n);
         *e = (*e).max(n);
+        let r = reach.entry(d).or_insert(n);
+        *r = (*r).max(n);
     }
-    for (d, s, n) in state.split(',').filter_map(|g| parse_gtid(g.trim())) {
+    let entries: Vec<(u32, u32, u64)> = state.split(',').filter_map(|g| parse_gtid(g.trim())).collect();
+    let mut latest: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
+    for &(d, s, n) in &entries {
+        let l = latest.entry(d).or_insert((s, n));
+        if n > l.1 {
+            *l = (s, n);
+        }
+    }
+    for &(d, s, n) in &entries {
         match have.get(&(d, s)) {
             Some(&m) if m >= n => {}
             Some(&m) => return Err(format!("has {d}-{s}-{m}, lacks {d}-{s}-{n}")),
+            None if latest.get(&d) != Some(&(s, n)) => {}
             None if Some(s) == own_id => return Err(format!("has nothing from server {s} (this server) in domain {d}, lacks {d}-{s}-{n}")),
-            None => {}
+            None => match reach.get(&d) {
+                Some(&r) if r >= n => {}
+                r => return Err(format!("reaches {d}-*-{}, lacks {d}-{s}-{n}", r.copied().unwrap_or(0))),
+            },
         }
     }
     Ok(())
@@ -169,5 +193,19 @@ mod tests {
         assert!(errant(primary, "0-2-401", Some(2)).unwrap_err().contains("lacks 0-2-401"), "a write made on server 2");
         assert!(errant("0-3-500", "0-5-7", Some(5)).unwrap_err().contains("this server"), "a replica's own write");
         assert!(errant(primary, "0-3-501", Some(2)).unwrap_err().contains("lacks 0-3-501"), "an old primary's last commit");
+    }
+
+    #[test]
+    fn a_servers_own_old_stream_the_rebuilt_primary_lost_is_not_errant() {
+        // CI: server 1 was primary once (0-1-8173), then replicated from server 2.
+        // The primary (server 3's rebuild, seeded at 0-2-...) keeps no server 1 stream.
+        assert!(errant("0-2-9029", "0-1-8173,0-2-8970", Some(1)).is_ok());
+        // Its own stream as the latest is still errant: a commit the primary never got.
+        assert!(errant("0-2-9029", "0-2-8970,0-1-8971", Some(1)).unwrap_err().contains("this server"));
+        // A third server's stream the primary has none of and is not that far in.
+        assert!(errant("0-2-9029", "0-2-9000,0-4-9030", Some(1)).unwrap_err().contains("lacks 0-4-9030"));
+        assert!(errant("0-2-9029", "0-4-9000", Some(1)).is_ok());
+        // Each domain has its own latest.
+        assert!(errant("0-2-9029,1-2-5", "0-2-9000,1-1-6", Some(1)).unwrap_err().contains("lacks 1-1-6"));
     }
 }

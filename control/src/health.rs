@@ -8,9 +8,9 @@
 //!   read-only as soon as it answers (an old primary coming back).
 //! - On etcd, only the orchestrator fails over, fences and rejoins; every proxy
 //!   checks and buffers on suspicion.
-//! - Errant servers: a server whose `@@gtid_binlog_state` is not contained in the
-//!   primary's (a transaction only it has: an old primary's last commit that no
-//!   replica received, a write made on a replica) is reported errant (status,
+//! - Errant servers: a server whose latest GTID in a domain the primary lacks
+//!   ([`gtid::errant`]: a transaction only it has, an old primary's last commit
+//!   that no replica received, a write made on a replica) is reported errant (status,
 //!   `baton_errant_servers`, `baton ctl status`), never rejoined, and left out of
 //!   elections and of their split-brain comparison ([`crate::failover`]). The
 //!   list is kept while the primary cannot be checked. Repair: README "Errant servers".
