@@ -1,11 +1,10 @@
 //! The nemesis (issue 11): writers through baton (autocommit and multi-statement
 //! transactions, `durability = "semi_sync"`, `auto_failover`) while, every few
 //! seconds, a planned reparent, a SIGKILL of the primary (restarted read-only a
-//! little later, with the harness's `init_rpl_role=SLAVE`; with
-//! `BATON_NEMESIS_WITHOUT_SLAVE_ROLE=1` the third server restarts as an
-//! operator's default my.cnf has it, so a crash can leave it errant, and the
-//! test rebuilds errant servers as an operator would) or a SIGSTOP of it for a
-//! few seconds. Checked from every attempt's outcome: no
+//! little later: two servers with the harness's `init_rpl_role=SLAVE`, the
+//! third as an operator's default my.cnf has it, so a crash can leave it
+//! errant, and the test rebuilds errant servers as an operator would) or a
+//! SIGSTOP of it for a few seconds. Checked from every attempt's outcome: no
 //! acknowledged write lost, none applied twice, none present after a definite
 //! error (9101-9104, 9109), never two writable servers
 //! (sampled, re-read before counting), and no write pause longer than
@@ -202,10 +201,10 @@ async fn nemesis(replay: bool, default_secs: u64) {
         })
     };
 
-    // BATON_NEMESIS_WITHOUT_SLAVE_ROLE=1: the third server restarts without
-    // init_rpl_role=SLAVE (MariaDB's default) and the operator rebuilds errant
-    // servers. Not in CI yet: such runs still lose acknowledged writes (README).
-    let operator_default = std::env::var("BATON_NEMESIS_WITHOUT_SLAVE_ROLE").is_ok_and(|v| v == "1");
+    // The third server restarts without init_rpl_role=SLAVE (MariaDB's
+    // default) and the operator rebuilds errant servers;
+    // BATON_NEMESIS_SLAVE_ROLE_EVERYWHERE=1 gives every server the role.
+    let operator_default = !std::env::var("BATON_NEMESIS_SLAVE_ROLE_EVERYWHERE").is_ok_and(|v| v == "1");
     let mut rng = Rng(seed);
     let mut actions = Vec::new();
     let mut restarts = Vec::new();
