@@ -43,8 +43,8 @@ pub struct Running {
 /// replica being repointed would), and as each user that has a
 /// `backend_password_file` on its cluster's seed primary. One line per login:
 /// what, and Ok or why not. With the admin account it also reads
-/// `@@gtid_strict_mode`, which errant detection relies on (README "Errant
-/// servers"): OFF is a failed line.
+/// `@@gtid_strict_mode` and `@@log_slave_updates`, which errant detection and
+/// promotion rely on (README "Errant servers"): OFF is a failed line.
 pub async fn probe(config: &Config) -> Vec<(String, Result<(), String>)> {
     use baton_control::server::{AdminLogin, Connect, MariaDb, MariaDbConnect};
     let mut out = Vec::new();
@@ -53,12 +53,17 @@ pub async fn probe(config: &Config) -> Vec<(String, Result<(), String>)> {
         let repl = AdminLogin { user: settings.repl_user.clone(), password: settings.repl_password.clone(), ..settings.admin.clone() };
         for addr in &c.servers {
             if let Ok(mut s) = MariaDb::connect(addr, &settings.admin).await {
-                let r = match s.scalar("SELECT @@gtid_strict_mode").await {
-                    Ok(v) if v == "1" => Ok(()),
-                    Ok(_) => Err("OFF: set gtid_strict_mode = ON (an errant transaction could hide behind later ones)".to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                out.push((format!("cluster {} server {addr}: gtid_strict_mode", c.name), r));
+                for (var, why) in [
+                    ("gtid_strict_mode", "an errant transaction could hide behind later ones"),
+                    ("log_slave_updates", "a replica's binlog would not have what it applied; promoted, its replicas could not follow it"),
+                ] {
+                    let r = match s.scalar(&format!("SELECT @@{var}")).await {
+                        Ok(v) if v == "1" => Ok(()),
+                        Ok(_) => Err(format!("OFF: set {var} = ON ({why})")),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    out.push((format!("cluster {} server {addr}: {var}", c.name), r));
+                }
             }
             for (role, login) in [("admin", &settings.admin), ("replication", &repl)] {
                 let r = match MariaDbConnect.connect(addr, login).await {

@@ -226,10 +226,11 @@ async fn requests_fail_fast_while_no_primary_can_come() {
 }
 
 /// Make `to` the primary by hand (no baton): `from` read-only, `to` caught up,
-/// promoted, every other server following it.
+/// promoted, every other server following it (`from` from its own binlog
+/// position, as baton's demotion does: its slave position is stale).
 async fn move_primary(info: &baton_testkit::ClusterInfo, from: &str, to: &str) {
     let pos = scalar(&mut admin(from).await, "SELECT @@gtid_binlog_pos").await;
-    admin(from).await.query_drop("SET GLOBAL read_only=ON").await.unwrap();
+    admin(from).await.query_drop("SET GLOBAL read_only=ON; SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos").await.unwrap();
     let mut t = admin(to).await;
     assert_eq!(scalar(&mut t, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")).await, "0", "{to} did not catch up");
     t.query_drop("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF").await.unwrap();
@@ -299,6 +300,18 @@ async fn a_servers_own_old_stream_that_a_rebuilt_primary_lacks_is_not_errant() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(health["errant"], serde_json::json!([]), "{health:#}");
+    // The same checks do report a write made on a replica (B) now.
+    let mut bb = admin(&b).await;
+    bb.query_drop("SET GLOBAL read_only=OFF; INSERT INTO baton_test.stream_rows VALUES (4); SET GLOBAL read_only=ON").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status(&running).await;
+        if s["health"]["errant"].as_array().into_iter().flatten().any(|e| e.as_str().is_some_and(|e| e.starts_with(b.as_str()))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}'s write never reported: {:#}", s["health"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     running.shutdown(Some(Duration::from_millis(200))).await;
     heal(&info).await;
 }

@@ -166,6 +166,7 @@ fn check_config_probe_logs_in_with_both_accounts() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(out.matches("\": ok").count(), 2 * info.servers.len(), "{out}");
     assert_eq!(out.matches("gtid_strict_mode: ok").count(), info.servers.len(), "{out}");
+    assert_eq!(out.matches("log_slave_updates: ok").count(), info.servers.len(), "{out}");
     // A server without gtid_strict_mode: errant detection relies on it.
     let strict = |on: u8| {
         let (_, port) = info.servers[1].rsplit_once(':').unwrap();

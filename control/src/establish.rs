@@ -175,11 +175,11 @@ async fn follow_again(cluster: &crate::cluster::ClusterHandle, primary: &str, re
         let idle = matches!(c.replication().await, Ok(None)) && matches!(c.read_only().await, Ok(true));
         if idle {
             // The health monitor's rejoin rule: its position (last GTID per
-            // domain) is in the primary's binlog state. (Whole histories differ
-            // after a server was rebuilt: RESET MASTER keeps only a position.)
+            // domain) is in the primary's history (binlog state and
+            // gtid_slave_pos: a rebuilt primary keeps older streams only there).
             if history.is_none() {
                 if let Ok(mut p) = cluster.connect_with(primary, &login).await {
-                    history = p.gtid_binlog_state().await.ok();
+                    history = p.gtid_history().await.ok();
                     p.close().await;
                 }
             }

@@ -112,7 +112,9 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
             let _ = s.wait_for_gtid(&io_pos, settings.catchup_timeout).await;
         }
         let pos = s.gtid_current_pos().await.unwrap_or_default();
-        let state = s.gtid_binlog_state().await.unwrap_or_default();
+        // Its history (binlog state and gtid_slave_pos): a rebuilt server keeps
+        // the streams from before its seed only in gtid_slave_pos.
+        let state = s.gtid_history().await.unwrap_or_default();
         positions.push((addr.clone(), pos, state));
     }
     run.step(Step::ApplyRelay, positions.iter().map(|(a, p, _)| format!("{a} at {p:?}")).collect::<Vec<_>>().join(", "));
@@ -197,22 +199,22 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     let (_, mut new) = replicas.remove(i);
     let wstate = positions.iter().find(|(a, _, _)| *a == winner).map(|(_, _, st)| st.clone()).unwrap_or_default();
     // The old primary, if it answered and was revoked, follows the new one too,
-    // when its history is contained in the winner's (else the health monitor
-    // reports it errant; it is not pointed anywhere).
+    // unless it is errant with respect to the winner (the health monitor's rule,
+    // [`gtid::errant`]: then it is reported errant and not pointed anywhere).
     let mut old_conn = None;
     let mut not_following = Vec::new();
     if revoked {
         match cluster.connect_with(&old, &short).await {
-            Ok(mut s) => match s.gtid_history().await {
-                Ok(h) if gtid::contains(&wstate, &h).is_ok() => old_conn = Some(s),
-                Ok(h) => {
+            Ok(mut s) => match (s.gtid_binlog_state().await, s.variable("server_id").await) {
+                (Ok(h), Ok(id)) if gtid::errant(&wstate, &h, id.parse().ok()).is_ok() => old_conn = Some(s),
+                (Ok(h), Ok(id)) => {
                     not_following.push(format!(
-                        "{old}: left alone, its history is not contained in {winner}'s ({})",
-                        gtid::contains(&wstate, &h).unwrap_err()
+                        "{old}: left alone, errant with respect to {winner} ({})",
+                        gtid::errant(&wstate, &h, id.parse().ok()).unwrap_err()
                     ));
                     s.close().await;
                 }
-                Err(e) => {
+                (Err(e), _) | (_, Err(e)) => {
                     not_following.push(format!("{old}: {e}"));
                     s.close().await;
                 }

@@ -92,7 +92,8 @@ pub fn contains(state: &str, other: &str) -> Result<(), String> {
 /// by the server's latest GTID there (its highest seq_no): under
 /// `gtid_strict_mode` a server's history in a domain is one chain, and an errant
 /// transaction stops its replication in that domain (error 1950, out-of-order
-/// sequence number), so an errant transaction is always the latest; older
+/// sequence number), so it stays the latest unless an operator skips past the
+/// stop (the health monitor keeps a finding for that: [`still_errant`]); older
 /// entries are in the history that led to it. The latest is lacking when the
 /// primary has its server's stream only to a lower seq_no; or has none of it and
 /// it is this server's own (a write made on it, or an old primary's last commit
@@ -131,6 +132,20 @@ pub fn errant(history: &str, state: &str, own_id: Option<u32>) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// The GTID an [`errant`] finding names: each of its reasons (and a health
+/// entry "addr: reason") ends with "lacks D-S-N".
+pub fn lacked(why: &str) -> Option<(u32, u32, u64)> {
+    why.rsplit_once("lacks ").and_then(|(_, g)| parse_gtid(g.trim()))
+}
+
+/// Does a server (binlog state `state`) still have the transaction `g` that a
+/// primary with `history` lacks? (What keeps an errant finding: see `health`.)
+pub fn still_errant(history: &str, state: &str, g: (u32, u32, u64)) -> bool {
+    let (d, s, n) = g;
+    let max = |text: &str| text.split(',').filter_map(|x| parse_gtid(x.trim())).filter(|x| x.0 == d && x.1 == s).map(|x| x.2).max();
+    max(state).is_some_and(|m| m >= n) && max(history).is_none_or(|m| m < n)
 }
 
 /// A total order for picking the most advanced server: the sum of seq_nos.
@@ -193,6 +208,21 @@ mod tests {
         assert!(errant(primary, "0-2-401", Some(2)).unwrap_err().contains("lacks 0-2-401"), "a write made on server 2");
         assert!(errant("0-3-500", "0-5-7", Some(5)).unwrap_err().contains("this server"), "a replica's own write");
         assert!(errant(primary, "0-3-501", Some(2)).unwrap_err().contains("lacks 0-3-501"), "an old primary's last commit");
+    }
+
+    #[test]
+    fn an_errant_finding_is_kept_while_the_server_has_it_and_the_primary_lacks_it() {
+        // Replica 5's write 0-5-51 stopped it (1950); an operator skipped 0-1-51 and
+        // started it again: the write is no longer its latest, so errant() misses it.
+        assert!(errant("0-1-100", "0-1-100,0-5-51", Some(5)).is_ok());
+        let g = lacked("127.0.0.1:3306: has nothing from server 5 (this server) in domain 0, lacks 0-5-51").unwrap();
+        assert_eq!(g, (0, 5, 51));
+        assert!(still_errant("0-1-100", "0-1-100,0-5-51", g), "still has it, the primary still lacks it");
+        assert!(!still_errant("0-1-100", "0-1-100", g), "rebuilt: its binlog no longer has it");
+        assert!(!still_errant("0-1-100,0-5-51", "0-1-100,0-5-51", g), "the primary has it now");
+        for why in ["has 0-2-3, lacks 0-2-4", "reaches 0-*-9, lacks 0-4-10", "has nothing from server 1 (this server) in domain 0, lacks 0-1-2"] {
+            assert!(lacked(why).is_some(), "{why}");
+        }
     }
 
     #[test]

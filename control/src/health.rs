@@ -62,6 +62,34 @@ pub struct HealthReport {
     pub last_action: Option<String>,
 }
 
+/// An errant server stays errant while it still has the transaction it was
+/// found with and the primary still lacks it ([`gtid::still_errant`]), even
+/// when later transactions hide it from [`gtid::errant`]: an operator who skips
+/// the event its replication stopped on (error 1950) and starts it again does
+/// not make it safe. A rebuild (its binlog no longer has it) clears it; a server
+/// not checked now (down) keeps its entry; the primary and servers no longer in
+/// the config drop theirs.
+fn keep_errant(mut list: Vec<String>, history: &str, primary: &str, servers: &[ServerHealth], cluster: &ClusterHandle) -> Vec<String> {
+    let previous = cluster.health.lock().unwrap_or_else(|p| p.into_inner()).errant.clone();
+    for e in previous {
+        let addr = errant_addr(&e);
+        if addr == primary || list.iter().any(|f| errant_addr(f) == addr) {
+            continue;
+        }
+        let kept = match servers.iter().find(|s| s.addr == addr) {
+            None => false,
+            Some(s) => match (&s.gtid_binlog_state, gtid::lacked(&e)) {
+                (Some(state), Some(g)) if s.reachable => gtid::still_errant(history, state, g),
+                _ => true,
+            },
+        };
+        if kept {
+            list.push(e);
+        }
+    }
+    list
+}
+
 async fn probe(sql: Arc<dyn Connect>, addr: String, login: AdminLogin) -> ServerHealth {
     match sql.connect(&addr, &login).await {
         Err(e) => {
@@ -326,11 +354,12 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
             // The checks ran in parallel: a replica read after the primary may hold
             // transactions the primary wrote in between. Re-read the primary now;
             // only what it still lacks is errant.
+            let mut found: Option<(String, Vec<String>)> = None;
             if suspects.is_empty() {
-                errant = Some(Vec::new());
+                found = Some((pstate.clone(), Vec::new()));
             } else if let Ok(mut c) = cluster.connect_with(&p.addr, &login).await {
                 if let Ok(fresh) = c.gtid_history().await {
-                    let found = suspects
+                    let list = suspects
                         .iter()
                         .filter_map(|s| {
                             gtid::errant(&fresh, s.gtid_binlog_state.as_deref().unwrap_or_default(), s.server_id)
@@ -338,10 +367,11 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
                                 .map(|why| format!("{}: {why}", s.addr))
                         })
                         .collect();
-                    errant = Some(found);
+                    found = Some((fresh, list));
                 }
                 c.close().await;
             }
+            errant = found.map(|(history, list)| keep_errant(list, &history, &p.addr, &servers, &cluster));
         }
         let errant_now: Vec<String> = match &errant {
             Some(e) => e.clone(),
@@ -372,7 +402,7 @@ pub async fn monitor(cluster: Arc<ClusterHandle>, store: Store, metrics: Arc<Met
         let lock = if needed { cluster.reparent_lock.try_lock().ok() } else { None };
         if let (Some(p), true, Some(_guard)) = (p, store.may_act(), lock) {
             if cluster.gate.phase() == Phase::Idle {
-                let pstate = p.gtid_binlog_state.clone().unwrap_or_default();
+                let pstate = p.gtid_history.clone().or_else(|| p.gtid_binlog_state.clone()).unwrap_or_default();
                 for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr) {
                     let Ok(mut c) = cluster.connect(&s.addr).await else { continue };
                     if s.read_only == Some(false) {
