@@ -106,6 +106,7 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
         ),
     );
     let mut positions = Vec::new();
+    let mut own: std::collections::HashMap<String, (String, Option<u32>)> = std::collections::HashMap::new();
     for (addr, s) in &mut replicas {
         let io_pos = s.replication().await.ok().flatten().map(|r| r.gtid_io_pos).unwrap_or_default();
         if !io_pos.is_empty() {
@@ -116,6 +117,10 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
         // the streams from before its seed only in gtid_slave_pos.
         let state = s.gtid_history().await.unwrap_or_default();
         positions.push((addr.clone(), pos, state));
+        // Its binlog state and server id: what it wrote itself (see the elect step).
+        let binlog = s.gtid_binlog_state().await.unwrap_or_default();
+        let id = s.variable("server_id").await.ok().and_then(|v| v.parse::<u32>().ok());
+        own.insert(addr.clone(), (binlog, id));
     }
     run.step(Step::ApplyRelay, positions.iter().map(|(a, p, _)| format!("{a} at {p:?}")).collect::<Vec<_>>().join(", "));
 
@@ -142,17 +147,46 @@ pub async fn emergency(cluster: &Arc<ClusterHandle>, store: &Store, trigger: &st
     // refused, before the acknowledged GTIDs are read.
     cluster.fence.close_all();
     let acked = cluster.acked.position();
-    let winner = positions.iter().max_by_key(|(_, p, _)| gtid::advance(p)).cloned();
+    // The most advanced of those with every acknowledged write (one without
+    // can never be promoted: the check below refuses it).
+    let winner = positions.iter().max_by_key(|(_, p, h)| (gtid::contains(h, &acked).is_ok(), gtid::advance(p))).cloned();
+    // A replica the winner does not contain only by its own latest transaction
+    // (an old primary that restarted with a last commit nobody received, before
+    // the health monitor could see it errant: the primary it would be compared
+    // with was down) is errant, not a split brain, unless the winner's latest
+    // there is its own too (then neither is known good). Such a transaction was
+    // never acknowledged (the acknowledged check below still applies).
+    let mut late_errant: Vec<String> = Vec::new();
     let mut refusal = match &winner {
         None => Some("no reachable replica to promote".to_string()),
-        Some((w, _, wstate)) => positions
-            .iter()
-            .filter(|(a, _, _)| a != w)
-            .find_map(|(a, pos, _)| {
-                gtid::contains(wstate, pos).err().map(|why| format!("split brain: {w} does not contain {a}'s position {pos:?} ({why})"))
-            })
-            .or_else(|| gtid::contains(wstate, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}"))),
+        Some((w, _, wstate)) => {
+            let (wbinlog, wid) = own.get(w).cloned().unwrap_or_default();
+            positions
+                .iter()
+                .filter(|(a, _, _)| a != w)
+                .find_map(|(a, pos, _)| {
+                    let why = gtid::contains(wstate, pos).err()?;
+                    let (binlog, id) = own.get(a).cloned().unwrap_or_default();
+                    match gtid::own_latest_lacked(wstate, &binlog, id) {
+                        Some((d, s, n)) if !gtid::latest_is_own(&wbinlog, wid, d) => {
+                            late_errant.push(format!("{a}: its own {d}-{s}-{n}, which {w} lacks"));
+                            None
+                        }
+                        _ => Some(format!("split brain: {w} does not contain {a}'s position {pos:?} ({why})")),
+                    }
+                })
+                .or_else(|| gtid::contains(wstate, &acked).err().map(|why| format!("{w} lacks writes baton acknowledged: {why}")))
+        }
     };
+    if refusal.is_none() && !late_errant.is_empty() {
+        let out: Vec<String> = late_errant.iter().map(|e| crate::health::errant_addr(e).to_string()).collect();
+        let (gone, kept): (Vec<_>, Vec<_>) = replicas.into_iter().partition(|(a, _)| out.contains(a));
+        replicas = kept;
+        for (_, s) in gone {
+            s.close().await;
+        }
+        run.step(Step::Exclude, format!("errant, left out of the election and the repoint: {}", late_errant.join("; ")));
+    }
     // Cancel now or never: past this point a request is refused as too late.
     let cancelled = refusal.is_none() && run.cancel_or_close(Step::Elect);
     if cancelled {

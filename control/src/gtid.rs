@@ -134,6 +134,36 @@ pub fn errant(history: &str, state: &str, own_id: Option<u32>) -> Result<(), Str
     Ok(())
 }
 
+/// The latest GTID per domain of a binlog state: domain -> (server_id, seq_no).
+fn latest(state: &str) -> BTreeMap<u32, (u32, u64)> {
+    let mut out: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
+    for (d, s, n) in state.split(',').filter_map(|g| parse_gtid(g.trim())) {
+        let l = out.entry(d).or_insert((s, n));
+        if n > l.1 {
+            *l = (s, n);
+        }
+    }
+    out
+}
+
+/// A domain where a server's latest GTID (binlog state `state`) is its own
+/// (`own_id`) and `history` lacks it: a transaction it wrote itself that nobody
+/// else got (an old primary's last commit, a write made on it). Returns it.
+pub fn own_latest_lacked(history: &str, state: &str, own_id: Option<u32>) -> Option<(u32, u32, u64)> {
+    let own = own_id?;
+    let mut have: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for (d, s, n) in history.split(',').filter_map(|g| parse_gtid(g.trim())) {
+        let e = have.entry((d, s)).or_insert(n);
+        *e = (*e).max(n);
+    }
+    latest(state).into_iter().find(|(d, (s, n))| *s == own && have.get(&(*d, *s)).is_none_or(|m| m < n)).map(|(d, (s, n))| (d, s, n))
+}
+
+/// Is a server's latest GTID in `domain` its own?
+pub fn latest_is_own(state: &str, own_id: Option<u32>, domain: u32) -> bool {
+    own_id.is_some_and(|own| latest(state).get(&domain).is_some_and(|(s, _)| *s == own))
+}
+
 /// The GTID an [`errant`] finding names: each of its reasons (and a health
 /// entry "addr: reason") ends with "lacks D-S-N".
 pub fn lacked(why: &str) -> Option<(u32, u32, u64)> {
@@ -208,6 +238,17 @@ mod tests {
         assert!(errant(primary, "0-2-401", Some(2)).unwrap_err().contains("lacks 0-2-401"), "a write made on server 2");
         assert!(errant("0-3-500", "0-5-7", Some(5)).unwrap_err().contains("this server"), "a replica's own write");
         assert!(errant(primary, "0-3-501", Some(2)).unwrap_err().contains("lacks 0-3-501"), "an old primary's last commit");
+    }
+
+    #[test]
+    fn a_servers_own_last_transaction_nobody_got_is_told_from_being_ahead() {
+        // Chaos run: server 3, an old primary, restarted with 0-3-689027 nobody got.
+        assert_eq!(own_latest_lacked("0-3-689026,0-2-693791", "0-3-689027", Some(3)), Some((0, 3, 689027)));
+        // A replica ahead with the dead primary's stream is not its own.
+        assert_eq!(own_latest_lacked("0-3-100", "0-3-101", Some(1)), None);
+        // Contained: nothing.
+        assert_eq!(own_latest_lacked("0-3-101", "0-3-101", Some(3)), None);
+        assert!(latest_is_own("0-1-5,0-2-9", Some(2), 0) && !latest_is_own("0-1-5,0-2-9", Some(1), 0));
     }
 
     #[test]

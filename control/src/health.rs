@@ -68,7 +68,11 @@ pub struct HealthReport {
 /// the event its replication stopped on (error 1950) and starts it again does
 /// not make it safe. A rebuild (its binlog no longer has it) clears it; a server
 /// not checked now (down) keeps its entry; the primary and servers no longer in
-/// the config drop theirs.
+/// the config drop theirs. Kept in memory only: a restarted baton (or a new
+/// orchestrator on etcd) sees a hidden one no more.
+/// Known limits: one entry per server (a newer finding replaces an older one);
+/// a server wrongly found errant (its own stream, down while the primary was
+/// rebuilt) stays so until it is rebuilt too.
 fn keep_errant(mut list: Vec<String>, history: &str, primary: &str, servers: &[ServerHealth], cluster: &ClusterHandle) -> Vec<String> {
     let previous = cluster.health.lock().unwrap_or_else(|p| p.into_inner()).errant.clone();
     for e in previous {
@@ -78,9 +82,12 @@ fn keep_errant(mut list: Vec<String>, history: &str, primary: &str, servers: &[S
         }
         let kept = match servers.iter().find(|s| s.addr == addr) {
             None => false,
+            Some(s) if !s.reachable => true,
             Some(s) => match (&s.gtid_binlog_state, gtid::lacked(&e)) {
-                (Some(state), Some(g)) if s.reachable => gtid::still_errant(history, state, g),
-                _ => true,
+                (Some(state), Some(g)) => gtid::still_errant(history, state, g),
+                (None, Some(_)) => true,
+                // Not a finding of errant(): nothing to keep it by.
+                (_, None) => false,
             },
         };
         if kept {
@@ -201,8 +208,14 @@ async fn reestablish(
     // with init_rpl_role=SLAVE) would diverge from it: a failover is the way then.
     // An errant server's extra transactions were never acknowledged: it is out
     // of every election and does not count here either.
+    // Nor does one whose extra transaction is its own latest (an old primary's
+    // last commit nobody received, back before any check could call it errant).
     for s in servers.iter().filter(|s| s.reachable && s.addr != p.addr && !errant.iter().any(|e| errant_addr(e) == s.addr)) {
-        if let Err(why) = gtid::errant(pstate, s.gtid_binlog_state.as_deref().unwrap_or_default(), s.server_id) {
+        let state = s.gtid_binlog_state.as_deref().unwrap_or_default();
+        if gtid::own_latest_lacked(pstate, state, s.server_id).is_some() {
+            continue;
+        }
+        if let Err(why) = gtid::errant(pstate, state, s.server_id) {
             return Some(Err((
                 status.episode,
                 format!("{} is back read-only but {} is ahead of it ({why}): not re-established; fail over to a replica", p.addr, s.addr),
