@@ -313,5 +313,14 @@ async fn a_servers_own_old_stream_that_a_rebuilt_primary_lacks_is_not_errant() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     running.shutdown(Some(Duration::from_millis(200))).await;
+    // Repair B (discard its write), as the README says: heal() alone would not
+    // see it (B has all of C's), and C's next write would stop B (error 1950).
+    let cpos = scalar(&mut cc, "SELECT @@gtid_binlog_pos").await;
+    bb.query_drop(format!(
+        "STOP SLAVE; SET sql_log_bin=0; DELETE FROM baton_test.stream_rows WHERE id = 4; SET sql_log_bin=1; \
+         RESET MASTER; SET GLOBAL gtid_slave_pos='{cpos}'; START SLAVE"
+    ))
+    .await
+    .unwrap();
     heal(&info).await;
 }
