@@ -48,11 +48,29 @@ pub fn pid_of(info: &ClusterInfo, addr: &str) -> i32 {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().parse().unwrap()
 }
 
-/// Send `sig` (KILL, STOP, CONT) to the mariadbd serving `addr`.
+/// Send `sig` (KILL, STOP, CONT) to the mariadbd serving `addr`. STOP returns
+/// once every thread of it is stopped (`/proc/<pid>/task/*/stat` state T): the
+/// signal is delivered asynchronously, and a command sent right after could
+/// still be answered (CI: a COMMIT meant to go unanswered committed).
 pub fn signal(info: &ClusterInfo, addr: &str, sig: &str) {
     let pid = pid_of(info, addr);
     let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
     assert!(ok, "kill -{sig} {pid}");
+    if sig == "STOP" {
+        let stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+            tasks.flatten().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+                matches!(state, None | Some('T' | 't' | 'Z' | 'X'))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !stopped() {
+            assert!(std::time::Instant::now() < deadline, "mariadbd {pid} did not stop");
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// Start the mariadbd of `addr` again (after a SIGKILL), detached; scripts/test.sh
