@@ -69,11 +69,7 @@ pub fn commit_absent(state: &str, server_id: u32, floor: &BTreeMap<u32, u64>) ->
 /// missing even when `state` has higher sequence numbers from other servers.
 /// Returns the first missing GTID as the reason when it does not.
 pub fn contains(state: &str, other: &str) -> Result<(), String> {
-    let mut have: BTreeMap<(u32, u32), u64> = BTreeMap::new();
-    for (d, s, n) in state.split(',').filter_map(|g| parse_gtid(g.trim())) {
-        let e = have.entry((d, s)).or_insert(n);
-        *e = (*e).max(n);
-    }
+    let have = streams(state);
     for g in other.split(',').filter(|g| !g.trim().is_empty()) {
         let Some((d, s, n)) = parse_gtid(g.trim()) else { continue };
         match have.get(&(d, s)) {
@@ -103,22 +99,14 @@ pub fn contains(state: &str, other: &str) -> Result<(), String> {
 /// including this server's own older entries. Other entries are still checked
 /// against a stream the primary has further back (a cheap check of the chain).
 pub fn errant(history: &str, state: &str, own_id: Option<u32>) -> Result<(), String> {
-    let mut have: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    let have = streams(history);
     let mut reach: BTreeMap<u32, u64> = BTreeMap::new();
-    for (d, s, n) in history.split(',').filter_map(|g| parse_gtid(g.trim())) {
-        let e = have.entry((d, s)).or_insert(n);
-        *e = (*e).max(n);
+    for (&(d, _), &n) in &have {
         let r = reach.entry(d).or_insert(n);
         *r = (*r).max(n);
     }
     let entries: Vec<(u32, u32, u64)> = state.split(',').filter_map(|g| parse_gtid(g.trim())).collect();
-    let mut latest: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
-    for &(d, s, n) in &entries {
-        let l = latest.entry(d).or_insert((s, n));
-        if n > l.1 {
-            *l = (s, n);
-        }
-    }
+    let latest = latest(state);
     for &(d, s, n) in &entries {
         match have.get(&(d, s)) {
             Some(&m) if m >= n => {}
@@ -132,6 +120,16 @@ pub fn errant(history: &str, state: &str, own_id: Option<u32>) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// The highest seq_no per (domain, server_id) in a GTID list or binlog state.
+fn streams(text: &str) -> BTreeMap<(u32, u32), u64> {
+    let mut have: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for (d, s, n) in text.split(',').filter_map(|g| parse_gtid(g.trim())) {
+        let e = have.entry((d, s)).or_insert(n);
+        *e = (*e).max(n);
+    }
+    have
 }
 
 /// The latest GTID per domain of a binlog state: domain -> (server_id, seq_no).
@@ -151,11 +149,7 @@ fn latest(state: &str) -> BTreeMap<u32, (u32, u64)> {
 /// else got (an old primary's last commit, a write made on it). Returns it.
 pub fn own_latest_lacked(history: &str, state: &str, own_id: Option<u32>) -> Option<(u32, u32, u64)> {
     let own = own_id?;
-    let mut have: BTreeMap<(u32, u32), u64> = BTreeMap::new();
-    for (d, s, n) in history.split(',').filter_map(|g| parse_gtid(g.trim())) {
-        let e = have.entry((d, s)).or_insert(n);
-        *e = (*e).max(n);
-    }
+    let have = streams(history);
     latest(state).into_iter().find(|(d, (s, n))| *s == own && have.get(&(*d, *s)).is_none_or(|m| m < n)).map(|(d, (s, n))| (d, s, n))
 }
 
